@@ -1,0 +1,112 @@
+"""Workflow spec → Airflow DAG. One DAG per spec file in a folder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Param
+from twinprov_dags.operators import LocalStepOperator, PublishOperator
+
+from provenance.errors import SpecError, SpecIssue, TwinprovError
+from provenance.spec import PUBLISH_TASK_ID, WorkflowSpec, load_spec
+
+DAG_FILE = Path(__file__).with_name("twinprov_workflows.py")
+WORKFLOWS_DIR = Path(__file__).with_name("workflows")
+
+
+def _params(spec: WorkflowSpec) -> dict[str, Param]:
+    out = {}
+    for name, p in spec.params.items():
+        schema: dict[str, Any] = {"type": p.type}
+        for key in ("enum", "minimum", "maximum", "title", "description"):
+            if getattr(p, key):
+                schema[key] = getattr(p, key)
+        out[name] = Param(p.default, **schema)
+    return out
+
+
+def _doc(spec: WorkflowSpec, spec_path: Path) -> str:
+    steps = "\n".join(f"- `{s.id}`: {s.description or ' '.join(s.command)}" for s in spec.steps)
+    return (
+        f"## {spec.name} {spec.version}\n\n{spec.description}\n\n"
+        f"Spec: `{spec_path}`  \nLicense: {spec.license or 'unspecified'}\n\n"
+        f"### Steps\n{steps}\n\nProvenance is published by `{PUBLISH_TASK_ID}`."
+    )
+
+
+def build_dag(spec_path: Path) -> DAG:
+    """The Airflow DAG of one workflow spec; :class:`SpecError` if the spec is invalid."""
+    spec_path = Path(spec_path).resolve()
+    spec = load_spec(spec_path)
+    unsupported = [
+        SpecIssue(f"steps[{i}].target", f"target '{spec.target_of(s)}' is not available yet")
+        for i, s in enumerate(spec.steps)
+        if spec.target_of(s) != "local"
+    ]
+    if unsupported:
+        raise SpecError(str(spec_path), unsupported)
+    dag = DAG(
+        dag_id=spec.name,
+        description=(spec.description.strip().splitlines() or [""])[0][:200],
+        schedule=spec.schedule,
+        start_date=datetime(2024, 1, 1, tzinfo=UTC),
+        catchup=False,
+        params=_params(spec),
+        tags=["twinprov"],
+        doc_md=_doc(spec, spec_path),
+        default_args={
+            "retries": spec.defaults.retries,
+            "retry_delay": timedelta(seconds=spec.defaults.retry_delay_seconds),
+        },
+    )
+    dag.fileloc = str(DAG_FILE)
+    tasks: dict[str, LocalStepOperator] = {}
+    with dag:
+        for step in spec.topological_order():
+            extra = {} if step.retries is None else {"retries": step.retries}
+            op = LocalStepOperator(
+                task_id=step.id,
+                spec_path=str(spec_path),
+                step_id=step.id,
+                doc_md=step.description or None,
+                **extra,
+            )
+            for up in spec.upstream_of(step):
+                tasks[up] >> op
+            tasks[step.id] = op
+        publish = PublishOperator(task_id=PUBLISH_TASK_ID, trigger_rule="all_done", retries=2)
+        list(tasks.values()) >> publish
+    return dag
+
+
+class InvalidWorkflowSpecs(DAG):
+    """Stand-in that makes Airflow list every broken spec as an import error of the DAG file,
+    while the valid specs of the same folder still load (Airflow bags each DAG separately)."""
+
+    def validate(self) -> None:  # called by Airflow's DagBag before bagging
+        raise TwinprovError(str(self.description))
+
+
+def workflow_dags(folder: Path = WORKFLOWS_DIR) -> dict[str, DAG]:
+    """Every spec in ``folder`` as a DAG, keyed by dag_id."""
+    dags: dict[str, DAG] = {}
+    errors: list[str] = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            dag = build_dag(path)
+        except TwinprovError as e:
+            errors.append(str(e))
+            continue
+        if dag.dag_id in dags:
+            errors.append(f"{path}: workflow name '{dag.dag_id}' is used by another spec")
+            continue
+        dags[dag.dag_id] = dag
+    if errors:
+        dags["twinprov_invalid_specs"] = InvalidWorkflowSpecs(
+            dag_id="twinprov_invalid_specs",
+            description=" | ".join(errors),
+            schedule=None,
+        )
+    return dags

@@ -1,0 +1,149 @@
+"""Operators of generated DAGs: a step on the local backend, and the final publication."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from provenance import stepwrap
+from provenance.config import Settings
+from provenance.environment import python_environment
+from provenance.publish import publish_run
+from provenance.spec import Step, WorkflowSpec, render
+from provenance.workspace import workspace_dir
+
+
+def step_values(
+    spec: WorkflowSpec, step: Step, params: dict[str, Any], workflow_dir: str
+) -> dict[str, str]:
+    """Values of every placeholder a step may use."""
+    values = {f"params.{k}": str(v) for k, v in params.items()}
+    values["workflow_dir"] = workflow_dir
+    for o in step.outputs:
+        values[f"outputs.{o.name}"] = o.path
+    for i in step.inputs:
+        src, _, item = i.from_.partition(".")
+        if src == "params":
+            values[f"inputs.{i.name}"] = str(params[item])
+        else:
+            values[f"inputs.{i.name}"] = next(
+                o.path for o in spec.step(src).outputs if o.name == item
+            )
+    return values
+
+
+class LocalStepOperator(BaseOperator):
+    """Runs one workflow step as a subprocess in the run workspace (the embedded default).
+
+    The command goes through the stdlib-only step wrapper, which prints the step manifest
+    (outputs with sha256, exit code, timings) as the last log line; the listener records it.
+    Params reach the command as argv elements, never through a shell.
+    """
+
+    ui_color = "#d9ead3"
+    twinprov_role = "step"
+
+    def __init__(self, *, spec_path: str, step_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec_path = spec_path
+        self.step_id = step_id
+        self.twinprov_manifest: dict[str, Any] | None = None
+        self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def twinprov_static(self) -> dict[str, Any]:
+        """Facts known before running: target, image as written, environment."""
+        from provenance.spec import load_spec
+
+        spec = load_spec(self.spec_path)
+        step = spec.step(self.step_id)
+        return {
+            "target": "local",
+            "image": spec.image_of(step),
+            "environment": python_environment(),
+        }
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from provenance.spec import load_spec
+
+        spec = load_spec(self.spec_path)
+        step = spec.step(self.step_id)
+        settings = Settings.load()
+        ti = context["ti"]
+        ws = workspace_dir(settings.runs_dir, ti.dag_id, ti.run_id)
+        values = step_values(spec, step, dict(context["params"]), str(Path(self.spec_path).parent))
+        argv = [render(a, values) for a in [*step.command, *step.args]]
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable  # the local backend runs in this Python environment
+        plan = {
+            "step": step.id,
+            "inputs": [{"name": i.name, "path": values[f"inputs.{i.name}"]} for i in step.inputs],
+            "outputs": [
+                {"name": o.name, "path": o.path, "media_type": o.media_type} for o in step.outputs
+            ],
+        }
+        env = dict(os.environ)
+        env.update({k: render(v, values) for k, v in step.env.items()})
+        cmd = [
+            sys.executable,
+            stepwrap.__file__,
+            "--workspace",
+            str(ws),
+            "--plan",
+            json.dumps(plan),
+            "--",
+            *argv,
+        ]
+        self.log.info("step %s in %s: %s", step.id, ws, argv)
+        self._proc = proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
+        )
+        manifest = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            found = stepwrap.parse_manifest_line(line)
+            if found is not None:
+                manifest = found
+            self.log.info("%s", line)
+        rc = proc.wait()
+        self.twinprov_manifest = manifest
+        if manifest is None:
+            raise AirflowException(f"step {step.id}: no manifest (wrapper ended with code {rc})")
+        if rc != 0:
+            errors = "; ".join(manifest.get("errors") or [])
+            why = f"exit code {manifest.get('exit_code')}" + (f"; {errors}" if errors else "")
+            raise AirflowException(f"step {step.id} failed: {why}")
+        return {"outputs": {o["name"]: o["sha256"] for o in manifest.get("outputs", [])}}
+
+    def on_kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+
+
+class PublishOperator(BaseOperator):
+    """Last task of every generated DAG: the run's ledger events → PROV files → graph store."""
+
+    ui_color = "#cfe2f3"
+    twinprov_role = "publish"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        pub = publish_run(Settings.load(), ti.dag_id, ti.run_id)
+        self.log.info(
+            "run %s/%s: state %s, %d task tries", pub.dag_id, pub.run_id, pub.state, pub.tries
+        )
+        for name, path in pub.files.items():
+            self.log.info("PROV %s: %s", name, path)
+        if pub.store_error:
+            self.log.warning("graph store not updated (will catch up): %s", pub.store_error)
+        else:
+            self.log.info("graph %s: %s triples", pub.graph, pub.triples)
+        return {"state": pub.state, "files": pub.files, "graph": pub.graph}

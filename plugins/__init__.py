@@ -1,0 +1,1 @@
+"""twinprov's Airflow plugin (installed as ``twinprov_airflow``): registration and the listener."""

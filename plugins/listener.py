@@ -1,0 +1,147 @@
+"""Task listener: copies primitives out of Airflow's task instance and appends them to the ledger.
+
+It never raises into Airflow (a raising hook would also silence other listeners), and it persists
+the event (ledger, or the spool folder if the ledger is down) before anything else can fail.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from airflow.listeners import hookimpl
+
+from provenance.config import Settings
+from provenance.ledger import TaskEvent, record_event
+
+log = logging.getLogger(__name__)
+
+DISABLE_ENV = "TWINPROV_CAPTURE"  # set to "off" to switch capture off (used by the benchmark)
+_timings: list[float] = []
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if hasattr(value, "isoformat") else (str(value) if value else None)
+
+
+def _airflow_version() -> str:
+    from airflow import __version__
+
+    return __version__
+
+
+def _run_info(ti: Any, task: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"airflow_version": _airflow_version()}
+    ctx = getattr(ti, "_ti_context_from_server", None)
+    dr = getattr(ctx, "dag_run", None)
+    if dr is not None:
+        user = dr.triggering_user_name
+        info.update(
+            run_type=str(getattr(dr.run_type, "value", dr.run_type)),
+            run_start=_iso(dr.start_date),
+            logical_date=_iso(dr.logical_date),
+            triggered_via=user,
+        )
+        # `dag.test()` (the `twinprov run` CLI) names no user: the OS user of the process did it
+        info["triggering_user"] = getpass.getuser() if user in (None, "dag_test") else user
+    try:
+        params = ti.get_template_context().get("params") or {}
+        info["params"] = {k: params[k] for k in params}
+    except Exception as e:  # the context is a convenience, never a reason to lose the event
+        info["params_error"] = str(e)
+    spec_path = getattr(task, "spec_path", None)
+    if spec_path:
+        from provenance.spec import load_spec, spec_digest
+
+        info["spec_path"] = spec_path
+        info["spec_sha256"] = spec_digest(spec_path)
+        info["workflow_version"] = load_spec(spec_path).version
+    return info
+
+
+def _event(ti: Any, state: str, error: Any = None) -> tuple[TaskEvent, dict[str, Any]] | None:
+    task = getattr(ti, "task", None)
+    role = getattr(task, "twinprov_role", None)
+    if role is None:
+        return None  # not a twinprov workflow
+    payload: dict[str, Any] = {
+        "role": role,
+        "operator": type(task).__name__,
+        "hostname": getattr(ti, "hostname", None) or socket.gethostname(),
+        "pid": os.getpid(),
+        "max_tries": getattr(ti, "max_tries", None),
+    }
+    if state == "running":
+        payload["start_date"] = _iso(getattr(ti, "start_date", None))
+    else:
+        payload["end_date"] = _iso(getattr(ti, "end_date", None)) or _iso_now()
+    if error is not None:
+        payload["error"] = str(error)[:4000]
+    try:
+        if role == "step":
+            payload.update(task.twinprov_static)
+            if state != "running":
+                payload["manifest"] = getattr(task, "twinprov_manifest", None)
+        run_info = _run_info(ti, task)
+    except Exception as e:
+        payload["capture_error"] = f"{type(e).__name__}: {e}"
+        run_info = {}
+    ev = TaskEvent(
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        map_index=int(
+            getattr(ti, "map_index", -1) if getattr(ti, "map_index", None) is not None else -1
+        ),
+        try_number=int(getattr(ti, "try_number", 0) or 0),
+        state=state,
+        payload=payload,
+    )
+    return ev, run_info
+
+
+def _iso_now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat()
+
+
+def _capture(ti: Any, state: str, error: Any = None) -> None:
+    if os.environ.get(DISABLE_ENV, "").lower() == "off":
+        return
+    t0 = time.perf_counter()
+    try:
+        built = _event(ti, state, error)
+        if built is None:
+            return
+        settings = Settings.load()
+        ev, run_info = built
+        record_event(settings.ledger_url, settings.spool_dir, ev, run_info)
+    except Exception:
+        log.warning(
+            "twinprov: could not capture %s of %s",
+            state,
+            getattr(ti, "task_id", "?"),
+            exc_info=True,
+        )
+    finally:
+        _timings.append(time.perf_counter() - t0)
+
+
+@hookimpl
+def on_task_instance_running(previous_state: Any, task_instance: Any) -> None:
+    _capture(task_instance, "running")
+
+
+@hookimpl
+def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
+    _capture(task_instance, "success")
+
+
+@hookimpl
+def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any = None) -> None:
+    _capture(task_instance, "failed", error)

@@ -1,0 +1,431 @@
+"""``twinprov``: the command line (DESIGN §5).
+
+Commands that drive Airflow (``run``, ``demo``) import the Airflow side lazily, so everything
+else works, and the core stays importable, without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from provenance.config import Settings
+from provenance.errors import RunNotFoundError, SpecError, TwinprovError
+from provenance.ledger import Ledger, RunRecord
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DEMO_WORKFLOW = "drought_early_warning"
+
+LINEAGE_QUERY = """\
+PREFIX prov: <http://www.w3.org/ns/prov#>
+PREFIX tp: <urn:twinprov:vocab#>
+SELECT ?step ?output ?sha256 ?input WHERE {
+  GRAPH <%(graph)s> {
+    ?act a tp:TaskTry ; tp:taskId ?step ; tp:state "success" .
+    ?out prov:wasGeneratedBy ?act ; prov:label ?output ; tp:sha256 ?sha256 .
+    OPTIONAL { ?out prov:wasDerivedFrom ?in . ?in prov:label ?input }
+  }
+} ORDER BY ?step ?output ?input
+"""
+
+RUNS_USING_QUERY = """\
+PREFIX prov: <http://www.w3.org/ns/prov#>
+PREFIX tp: <urn:twinprov:vocab#>
+SELECT DISTINCT ?dag ?run WHERE {
+  ?act prov:used <%(entity)s> ; prov:wasInformedBy ?r .
+  ?r tp:dagId ?dag ; tp:runId ?run .
+} ORDER BY ?run
+"""
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _settings() -> Settings:
+    return Settings.load()
+
+
+def find_run(ledger: Ledger, ref: str) -> RunRecord:
+    """A run named by ``run_id``, ``dag_id/run_id`` or ``latest``."""
+    runs = ledger.runs()
+    if ref == "latest":
+        if not runs:
+            raise RunNotFoundError("no runs recorded yet; start one with `twinprov run WORKFLOW`")
+        return max(runs, key=lambda r: r.first_seen)
+    if "/" in ref:
+        dag_id, run_id = ref.split("/", 1)
+        matches = [r for r in runs if r.dag_id == dag_id and r.run_id == run_id]
+    else:
+        matches = [r for r in runs if r.run_id == ref]
+    if not matches:
+        raise RunNotFoundError(f"no recorded run '{ref}'; `twinprov runs` lists them")
+    if len(matches) > 1:
+        names = ", ".join(f"{r.dag_id}/{r.run_id}" for r in matches)
+        raise RunNotFoundError(f"'{ref}' is ambiguous; name one of: {names}")
+    return matches[0]
+
+
+def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
+    """The ``twinprov show --json`` document of one run."""
+    from provenance.prov_model import collapse_tries, run_state
+    from provenance.publish import PUBLISH_ROLE
+
+    ledger = Ledger(settings.ledger_url)
+    ledger.ingest_spool(settings.spool_dir)
+    tries = [
+        t
+        for t in collapse_tries(ledger.events(rec.dag_id, rec.run_id))
+        if t.payload.get("role") != PUBLISH_ROLE
+    ]
+    steps = []
+    for t in tries:
+        m, p = t.manifest, t.payload
+        env = p.get("environment") or {}
+        steps.append(
+            {
+                "task_id": t.task_id,
+                "map_index": t.map_index,
+                "state": t.state,
+                "try_number": t.try_number,
+                "target": p.get("target"),
+                "image": p.get("image"),
+                "image_digest": p.get("image_digest"),
+                "environment_digest": env.get("digest") if isinstance(env, dict) else None,
+                "start": t.start,
+                "end": t.end,
+                "exit_code": m.get("exit_code"),
+                "error": t.error,
+                "outputs": [
+                    {
+                        "name": o.get("name"),
+                        "path": o.get("abs_path") or o.get("path"),
+                        "sha256": o.get("sha256"),
+                        "size": o.get("size"),
+                        "media_type": o.get("media_type"),
+                    }
+                    for o in m.get("outputs") or []
+                ],
+            }
+        )
+    fresh = ledger.run(rec.dag_id, rec.run_id) or rec
+    return {
+        "dag_id": rec.dag_id,
+        "run_id": rec.run_id,
+        "state": fresh.state or run_state(tries),
+        "start": rec.info.get("run_start"),
+        "end": fresh.ended,
+        "triggering_user": rec.info.get("triggering_user"),
+        "params": rec.info.get("params", {}),
+        "steps": steps,
+        "prov": fresh.publication.get("files", {}),
+        "graph": fresh.publication.get("graph"),
+        "validations": [],
+        "crate": None,
+        "stac_items": [],
+        "mlflow_runs": [],
+        "verdict": None,
+    }
+
+
+def _coerce_params(workflow: str, pairs: Sequence[str]) -> dict[str, Any]:
+    from twinprov_dags.runner import load_workflow_dag  # noqa: F401  (validates the name)
+
+    from provenance.spec import load_spec
+
+    path = Path(workflow)
+    if not path.suffix:
+        from twinprov_dags.factory import WORKFLOWS_DIR
+
+        path = WORKFLOWS_DIR / f"{workflow}.yaml"
+    spec = load_spec(path) if path.is_file() else None
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise TwinprovError(f"-p {pair!r}: write parameters as key=value")
+        if spec is not None and key not in spec.params:
+            known = ", ".join(sorted(spec.params)) or "none"
+            raise TwinprovError(f"-p {key}: unknown parameter (known: {known})")
+        kind = spec.params[key].type if spec is not None else "string"
+        try:
+            if kind == "integer":
+                params[key] = int(raw)
+            elif kind == "number":
+                params[key] = float(raw)
+            elif kind == "boolean":
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                params[key] = raw.lower() in ("true", "1", "yes")
+            else:
+                params[key] = raw
+        except ValueError:
+            raise TwinprovError(f"-p {key}={raw}: not a valid {kind}") from None
+        p = spec.params[key] if spec is not None else None
+        if p is not None and p.enum is not None and params[key] not in p.enum:
+            raise TwinprovError(f"-p {key}={raw}: must be one of {', '.join(map(str, p.enum))}")
+        if p is not None and isinstance(params[key], int | float):
+            if p.minimum is not None and params[key] < p.minimum:
+                raise TwinprovError(f"-p {key}={raw}: must be at least {p.minimum:g}")
+            if p.maximum is not None and params[key] > p.maximum:
+                raise TwinprovError(f"-p {key}={raw}: must be at most {p.maximum:g}")
+    return params
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_validate_spec(ns: argparse.Namespace) -> int:
+    from provenance.spec import load_spec
+
+    status = 0
+    for f in ns.files:
+        try:
+            spec = load_spec(f)
+        except SpecError as e:
+            status = 1
+            err.print(f"[red]✗[/] {f}: {len(e.issues)} error(s)")
+            for issue in e.issues:
+                err.print(f"  {issue}")
+            continue
+        out.print(f"[green]✓[/] {f}: workflow '{spec.name}' with {len(spec.steps)} steps is valid")
+    return status
+
+
+def _drive(workflow: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from twinprov_dags.runner import run_workflow
+
+    settings = _settings()
+    with err.status(f"running {workflow} through Airflow (dag.test)…", spinner="dots"):
+        outcome = run_workflow(workflow, params)
+    rec = Ledger(settings.ledger_url).run(outcome.dag_id, outcome.run_id)
+    if rec is None:
+        raise TwinprovError(
+            f"run {outcome.run_id} left no provenance: is the twinprov plugin installed "
+            "(`pip install -e .` registers it)?"
+        )
+    return outcome, run_summary(settings, rec)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    state = summary["state"]
+    colour = "green" if state == "success" else "red"
+    out.print(f"run    [bold]{summary['dag_id']}/{summary['run_id']}[/]  [{colour}]{state}[/]")
+    t = Table("step", "try", "state", "output", "sha256", "bytes")
+    for s in summary["steps"]:
+        outs = s["outputs"] or [{}]
+        for i, o in enumerate(outs):
+            t.add_row(
+                s["task_id"] if i == 0 else "",
+                str(s["try_number"]) if i == 0 else "",
+                s["state"] if i == 0 else "",
+                str(o.get("path") or ""),
+                (o.get("sha256") or "")[:16],
+                str(o.get("size") or ""),
+            )
+    out.print(t)
+    for name, path in summary["prov"].items():
+        out.print(f"PROV   {name}: {path}")
+    if summary.get("graph"):
+        out.print(f"graph  {summary['graph']}")
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    params = _coerce_params(ns.workflow, ns.param)
+    outcome, summary = _drive(ns.workflow, params)
+    if ns.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+    return 0 if outcome.state == "success" else 1
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    out.rule("twinprov demo: drought early warning for the Alps")
+    outcome, summary = _drive(DEMO_WORKFLOW, {})
+    _print_summary(summary)
+    settings = _settings()
+    query = LINEAGE_QUERY % {"graph": summary["graph"]}
+    out.rule("SPARQL: what did each step generate, and from what?")
+    out.print(query)
+    _print_query(settings, query, "table")
+    hazard = next(
+        (o for s in summary["steps"] for o in s["outputs"] if o["name"] == "precipitation"), None
+    )
+    if hazard and hazard["sha256"]:
+        from provenance.ids import Ids
+
+        entity = Ids(settings.base_iri).data(hazard["sha256"])
+        out.rule("SPARQL: which runs used this precipitation grid?")
+        _print_query(settings, RUNS_USING_QUERY % {"entity": entity}, "table")
+    out.print(
+        f"\nTry: twinprov show {summary['run_id']}   ·   twinprov runs   ·   "
+        "twinprov query 'SELECT …'"
+    )
+    return 0 if outcome.state == "success" else 1
+
+
+def cmd_runs(ns: argparse.Namespace) -> int:
+    settings = _settings()
+    runs = Ledger(settings.ledger_url).runs()
+    rows = [
+        {
+            "dag_id": r.dag_id,
+            "run_id": r.run_id,
+            "state": r.state or "running",
+            "start": r.info.get("run_start") or r.first_seen,
+            "end": r.ended,
+        }
+        for r in runs
+    ]
+    if ns.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    t = Table("dag_id", "run_id", "state", "start", "end")
+    for r in rows:
+        t.add_row(*(str(r[k] or "") for k in ("dag_id", "run_id", "state", "start", "end")))
+    out.print(t)
+    return 0
+
+
+def cmd_show(ns: argparse.Namespace) -> int:
+    settings = _settings()
+    rec = find_run(Ledger(settings.ledger_url), ns.run)
+    summary = run_summary(settings, rec)
+    if ns.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _print_query(settings: Settings, sparql: str, fmt: str) -> None:
+    from provenance.query import run_query
+
+    result = run_query(settings, sparql, fmt)
+    if isinstance(result, str):
+        sys.stdout.write(result if result.endswith("\n") else result + "\n")
+        return
+    head, rows = result
+    t = Table(*head)
+    for row in rows:
+        t.add_row(*row)
+    out.print(t)
+    out.print(f"{len(rows)} row(s)")
+
+
+def cmd_query(ns: argparse.Namespace) -> int:
+    text = ns.sparql
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as e:
+            raise TwinprovError(f"cannot read query file {text[1:]}: {e.strerror}") from e
+    _print_query(_settings(), text, ns.format)
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from provenance.publish import export_run
+
+    settings = _settings()
+    rec = find_run(Ledger(settings.ledger_url), ns.run)
+    sys.stdout.write(export_run(settings, rec.dag_id, rec.run_id, ns.format))
+    return 0
+
+
+def cmd_publish(ns: argparse.Namespace) -> int:
+    from provenance.publish import publish_pending, publish_run
+
+    settings = _settings()
+    if ns.pending:
+        pubs = publish_pending(settings)
+    elif ns.run:
+        rec = find_run(Ledger(settings.ledger_url), ns.run)
+        pubs = [publish_run(settings, rec.dag_id, rec.run_id)]
+    else:
+        raise TwinprovError("name a RUN or pass --pending")
+    for p in pubs:
+        where = (
+            f"{p.triples} triples" if p.store_error is None else f"store pending: {p.store_error}"
+        )
+        out.print(f"{p.dag_id}/{p.run_id}: {p.state}, {where}")
+    if not pubs:
+        out.print("nothing pending")
+    return 1 if any(p.store_error for p in pubs) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``twinprov``."""
+    p = argparse.ArgumentParser(
+        prog="twinprov", description="Provenance for digital-twin workflows on Airflow."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("demo", help="run the flagship demo end to end")
+    s.set_defaults(func=cmd_demo)
+    s = sub.add_parser("run", help="run a workflow through Airflow (dag.test)")
+    s.add_argument("workflow", help="workflow name (dags/workflows/NAME.yaml) or spec path")
+    s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument(
+        "--backend",
+        choices=["local"],
+        default="local",
+        help="execution target (kubernetes and interlink arrive with the HPC work)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_run)
+    s = sub.add_parser("runs", help="recorded runs")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_runs)
+    s = sub.add_parser("show", help="one run: steps, outputs, provenance files")
+    s.add_argument("run", help="RUN_ID, DAG_ID/RUN_ID or 'latest'")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+    s = sub.add_parser("query", help="SPARQL over every run")
+    s.add_argument("sparql", help="the query, or @FILE")
+    s.add_argument("--format", choices=["table", "json", "csv", "tsv", "xml"], default="table")
+    s.set_defaults(func=cmd_query)
+    s = sub.add_parser("export", help="a run's PROV document on stdout")
+    s.add_argument("run")
+    s.add_argument(
+        "--format", choices=["provjson", "provn", "turtle", "jsonld"], default="provjson"
+    )
+    s.set_defaults(func=cmd_export)
+    s = sub.add_parser("publish", help="(re)publish a run, or every pending run")
+    s.add_argument("run", nargs="?")
+    s.add_argument("--pending", action="store_true")
+    s.set_defaults(func=cmd_publish)
+    s = sub.add_parser("validate-spec", help="check workflow spec files; names every error")
+    s.add_argument("files", nargs="+")
+    s.set_defaults(func=cmd_validate_spec)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``twinprov`` console script."""
+    ns = build_parser().parse_args(argv)
+    try:
+        return int(ns.func(ns))
+    except TwinprovError as e:
+        err.print(f"[red]twinprov:[/] {e}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # Airflow's own errors (e.g. a param rejected by its schema)
+        name = type(e).__name__
+        if name in ("ParamValidationError", "AirflowException"):
+            err.print(f"[red]twinprov:[/] {e}")
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Deterministic identifiers: the same fact always gets the same IRI, across processes and runs.
+
+Everything hangs under one configurable base (default ``urn:twinprov:``):
+
+* run            ``<base>run/<dag_id>/<run_id>``            (also the run's named graph)
+* task try       ``<run>/task/<task_id>/<map_index>/<try_number>``
+* parameter      ``<run>/param/<name>``
+* data           ``<base>data/sha256-<hex>``  (content-addressed: same bytes, same entity)
+* agents         ``<base>agent/person/<name>``, ``<base>agent/software/<name>-<version>``,
+                 ``<base>agent/env/<kind>-<digest>``
+"""
+
+from __future__ import annotations
+
+__all__ = ["VOCAB", "Ids"]
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+VOCAB = "urn:twinprov:vocab#"
+"""The twinprov vocabulary namespace (terms documented in ``provenance/vocab/twinprov.ttl``)."""
+
+
+def _q(part: str) -> str:
+    return quote(str(part), safe="-._~")
+
+
+@dataclass(frozen=True)
+class Ids:
+    """IRI maker for one base."""
+
+    base: str = "urn:twinprov:"
+
+    @property
+    def run_ns(self) -> str:
+        """Namespace of runs and everything scoped to one run."""
+        return f"{self.base}run/"
+
+    @property
+    def data_ns(self) -> str:
+        """Namespace of content-addressed data entities."""
+        return f"{self.base}data/"
+
+    @property
+    def agent_ns(self) -> str:
+        """Namespace of agents."""
+        return f"{self.base}agent/"
+
+    def run_local(self, dag_id: str, run_id: str) -> str:
+        """Local part of a run IRI within :attr:`run_ns`."""
+        return f"{_q(dag_id)}/{_q(run_id)}"
+
+    def run(self, dag_id: str, run_id: str) -> str:
+        """IRI of a run (and of its named graph)."""
+        return self.run_ns + self.run_local(dag_id, run_id)
+
+    def task_local(self, dag_id: str, run_id: str, task_id: str, map_index: int, tr: int) -> str:
+        """Local part of a task-try IRI within :attr:`run_ns`."""
+        return f"{self.run_local(dag_id, run_id)}/task/{_q(task_id)}/{map_index}/{tr}"
+
+    def param_local(self, dag_id: str, run_id: str, name: str) -> str:
+        """Local part of a run parameter's IRI within :attr:`run_ns`."""
+        return f"{self.run_local(dag_id, run_id)}/param/{_q(name)}"
+
+    @staticmethod
+    def data_local(sha256: str) -> str:
+        """Local part of a data entity's IRI within :attr:`data_ns`."""
+        return f"sha256-{sha256}"
+
+    def data(self, sha256: str) -> str:
+        """IRI of the data entity with these bytes."""
+        return self.data_ns + self.data_local(sha256)
+
+    @staticmethod
+    def person_local(name: str) -> str:
+        """Local part of a person agent within :attr:`agent_ns`."""
+        return f"person/{_q(name)}"
+
+    @staticmethod
+    def software_local(name: str, version: str) -> str:
+        """Local part of a software agent within :attr:`agent_ns`."""
+        return f"software/{_q(name)}-{_q(version)}"
+
+    @staticmethod
+    def env_local(kind: str, digest: str) -> str:
+        """Local part of an execution environment (image or Python env) within :attr:`agent_ns`."""
+        return f"env/{_q(kind)}-{_q(digest)}"

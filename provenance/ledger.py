@@ -1,0 +1,323 @@
+"""The ledger: a durable, append-only record of what happened, in any SQLAlchemy database.
+
+Listeners in many task processes append small events here (safe for many writers); one writer
+later turns a run's events into a PROV graph. Appending the same event twice is a no-op, so a
+replayed event cannot duplicate anything. When the database cannot be reached, events go to a
+spool folder (JSON lines) and are ingested on the next publication: provenance is never dropped.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Ledger", "RunRecord", "TaskEvent", "record_event"]
+
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from provenance.errors import LedgerError
+
+log = logging.getLogger(__name__)
+
+_metadata = MetaData()
+
+task_events = Table(
+    "twinprov_task_events",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False),
+    Column("try_number", Integer, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("recorded_at", String(40), nullable=False),
+    Column("payload", Text, nullable=False),
+    UniqueConstraint("dag_id", "run_id", "task_id", "map_index", "try_number", "state"),
+)
+
+runs = Table(
+    "twinprov_runs",
+    _metadata,
+    Column("dag_id", String(250), primary_key=True),
+    Column("run_id", String(250), primary_key=True),
+    Column("first_seen", String(40), nullable=False),
+    Column("info", Text, nullable=False),
+    Column("state", String(32)),
+    Column("ended", String(40)),
+    Column("published_at", String(40)),
+    Column("published_digest", String(64)),
+    Column("stored_digest", String(64)),
+    Column("publication", Text),
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One state change of one task try, with the primitives copied out of Airflow."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+    state: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    recorded_at: str = field(default_factory=_now)
+
+    @property
+    def try_key(self) -> tuple[str, int, int]:
+        """Identifies the task try this event belongs to within its run."""
+        return (self.task_id, self.map_index, self.try_number)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as the ledger knows it."""
+
+    dag_id: str
+    run_id: str
+    first_seen: str
+    info: Mapping[str, Any]
+    state: str | None = None
+    ended: str | None = None
+    published_at: str | None = None
+    published_digest: str | None = None
+    stored_digest: str | None = None
+    publication: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _row_to_run(row: Any) -> RunRecord:
+    return RunRecord(
+        dag_id=row.dag_id,
+        run_id=row.run_id,
+        first_seen=row.first_seen,
+        info=json.loads(row.info),
+        state=row.state,
+        ended=row.ended,
+        published_at=row.published_at,
+        published_digest=row.published_digest,
+        stored_digest=row.stored_digest,
+        publication=json.loads(row.publication) if row.publication else {},
+    )
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _engine(url: str) -> Engine:
+    with _engines_lock:
+        key = f"{os.getpid()}:{url}"
+        eng = _engines.get(key)
+        if eng is None:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            eng = create_engine(url, poolclass=NullPool, future=True)
+            if eng.dialect.name == "sqlite":
+
+                @event.listens_for(eng, "connect")
+                def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:
+                    cur = dbapi_conn.cursor()
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute("PRAGMA busy_timeout=30000")
+                    cur.close()
+
+            _metadata.create_all(eng, checkfirst=True)
+            _engines[key] = eng
+        return eng
+
+
+class Ledger:
+    """The event store behind every run's provenance."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = _engine(url)
+        except SQLAlchemyError as e:
+            raise LedgerError(f"cannot open the ledger at {_safe_url(url)}: {e}") from e
+
+    def _insert_ignore(self, table: Table, values: dict[str, Any]) -> bool:
+        name = self.engine.dialect.name
+        try:
+            with self.engine.begin() as conn:
+                if name in ("sqlite", "postgresql"):
+                    if name == "sqlite":
+                        from sqlalchemy.dialects.sqlite import insert
+                    else:
+                        from sqlalchemy.dialects.postgresql import insert
+                    res = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+                    return bool(res.rowcount)
+                conn.execute(table.insert().values(**values))
+                return True
+        except IntegrityError:
+            return False
+        except SQLAlchemyError as e:
+            raise LedgerError(f"cannot write the ledger at {_safe_url(self.url)}: {e}") from e
+
+    def append(self, ev: TaskEvent, run_info: Mapping[str, Any] | None = None) -> bool:
+        """Store one event (and the run it belongs to); ``False`` if it was already there."""
+        if run_info is not None:
+            self.ensure_run(ev.dag_id, ev.run_id, run_info)
+        return self._insert_ignore(
+            task_events,
+            {
+                "dag_id": ev.dag_id,
+                "run_id": ev.run_id,
+                "task_id": ev.task_id,
+                "map_index": ev.map_index,
+                "try_number": ev.try_number,
+                "state": ev.state,
+                "recorded_at": ev.recorded_at,
+                "payload": json.dumps(ev.payload, sort_keys=True, default=str),
+            },
+        )
+
+    def ensure_run(self, dag_id: str, run_id: str, info: Mapping[str, Any]) -> None:
+        """Record a run the first time it is seen (later calls keep the first info)."""
+        self._insert_ignore(
+            runs,
+            {
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "first_seen": _now(),
+                "info": json.dumps(info, sort_keys=True, default=str),
+            },
+        )
+
+    def events(self, dag_id: str, run_id: str) -> list[TaskEvent]:
+        """A run's events in the order they were recorded."""
+        q = (
+            select(task_events)
+            .where(task_events.c.dag_id == dag_id, task_events.c.run_id == run_id)
+            .order_by(task_events.c.id)
+        )
+        with self._read() as conn:
+            return [
+                TaskEvent(
+                    dag_id=r.dag_id,
+                    run_id=r.run_id,
+                    task_id=r.task_id,
+                    map_index=r.map_index,
+                    try_number=r.try_number,
+                    state=r.state,
+                    payload=json.loads(r.payload),
+                    recorded_at=r.recorded_at,
+                )
+                for r in conn.execute(q)
+            ]
+
+    def run(self, dag_id: str, run_id: str) -> RunRecord | None:
+        """One run, or ``None``."""
+        q = select(runs).where(runs.c.dag_id == dag_id, runs.c.run_id == run_id)
+        with self._read() as conn:
+            row = conn.execute(q).first()
+        return _row_to_run(row) if row else None
+
+    def runs(self) -> list[RunRecord]:
+        """Every recorded run, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.first_seen, runs.c.run_id)).all()
+        return [_row_to_run(r) for r in rows]
+
+    def update_run(self, dag_id: str, run_id: str, **values: Any) -> None:
+        """Set run columns (``state``, ``ended``, ``published_*``, ``stored_digest``…)."""
+        if "publication" in values and not isinstance(values["publication"], str):
+            values["publication"] = json.dumps(values["publication"], sort_keys=True)
+        stmt = update(runs).where(runs.c.dag_id == dag_id, runs.c.run_id == run_id).values(**values)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(stmt)
+        except SQLAlchemyError as e:
+            raise LedgerError(f"cannot write the ledger at {_safe_url(self.url)}: {e}") from e
+
+    def _read(self) -> Any:
+        try:
+            return self.engine.connect()
+        except SQLAlchemyError as e:
+            raise LedgerError(f"cannot read the ledger at {_safe_url(self.url)}: {e}") from e
+
+    # -- the spool: events the database could not take at the time -------------------------
+
+    def ingest_spool(self, spool_dir: Path) -> int:
+        """Move spooled events into the ledger; returns how many were new."""
+        added = 0
+        if not spool_dir.is_dir():
+            return 0
+        for f in sorted(spool_dir.glob("*.jsonl")):
+            for rec in _read_jsonl(f):
+                ev = TaskEvent(**rec["event"])
+                added += self.append(ev, rec.get("run_info"))
+            f.unlink()
+        return added
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill: keep the rest
+                    log.warning("twinprov: skipped a truncated spool line in %s", path)
+
+
+def _safe_url(url: str) -> str:
+    """The URL with any password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<ledger url>"
+
+
+def record_event(
+    ledger_url: str, spool_dir: Path, ev: TaskEvent, run_info: Mapping[str, Any]
+) -> str:
+    """Persist an event: to the ledger, or else to the spool. Returns where it went.
+
+    Raises only if both the ledger and the spool folder are unwritable.
+    """
+    try:
+        Ledger(ledger_url).append(ev, run_info)
+        return "ledger"
+    except Exception as e:  # any failure of the database must not lose the event
+        log.warning("twinprov: ledger unavailable (%s); spooling the event", e)
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"event": asdict(ev), "run_info": dict(run_info)}, default=str)
+    path = spool_dir / f"{os.getpid()}-{uuid.uuid4().hex}.jsonl"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return "spool"

@@ -1,0 +1,307 @@
+"""Ledger events → a W3C PROV document (with the ``prov`` library).
+
+One run is one ``prov:Activity``; every task try is an activity ``wasInformedBy`` the run; every
+input and output is an entity named by its sha256 (``used`` / ``wasGeneratedBy``, outputs
+``wasDerivedFrom`` the inputs of the same try); the triggering person, Airflow, and each step's
+execution environment (container image or local Python environment) are agents. Building is a
+pure function of its arguments, so replaying events yields the same document.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RunFacts", "StepTry", "build_document", "collapse_tries", "run_state"]
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prov.constants import PROV as _PROV
+from prov.constants import PROV_LABEL, PROV_LOCATION, PROV_TYPE, PROV_VALUE
+from prov.model import ProvDocument, QualifiedName
+
+from provenance.ids import VOCAB, Ids
+from provenance.ledger import TaskEvent
+
+_FINAL = ("success", "failed", "skipped", "up_for_retry", "upstream_failed")
+
+
+@dataclass(frozen=True)
+class StepTry:
+    """Everything known about one try of one task, merged from its events."""
+
+    task_id: str
+    map_index: int
+    try_number: int
+    state: str
+    start: str | None = None
+    end: str | None = None
+    error: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def manifest(self) -> Mapping[str, Any]:
+        """The step manifest printed by the wrapper (empty if none was captured)."""
+        m = self.payload.get("manifest")
+        return m if isinstance(m, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """Run-level facts: what the listener copied out of the DAG run, plus publication facts."""
+
+    dag_id: str
+    run_id: str
+    info: Mapping[str, Any]
+    state: str
+    end: str | None = None
+
+
+def collapse_tries(events: Iterable[TaskEvent]) -> list[StepTry]:
+    """Merge each task try's events (running, then success/failed) into one :class:`StepTry`."""
+    merged: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for ev in events:
+        cur = merged.setdefault(
+            ev.try_key,
+            {"state": ev.state, "payload": {}, "final": False},
+        )
+        payload = dict(cur["payload"])
+        for k, v in ev.payload.items():
+            if v is not None:
+                payload[k] = v
+        cur["payload"] = payload
+        if ev.state in _FINAL or not cur["final"]:
+            cur["state"] = ev.state
+            cur["final"] = cur["final"] or ev.state in _FINAL
+    tries = []
+    for (task_id, map_index, try_number), cur in merged.items():
+        p = cur["payload"]
+        tries.append(
+            StepTry(
+                task_id=task_id,
+                map_index=map_index,
+                try_number=try_number,
+                state=cur["state"],
+                start=p.get("start_date"),
+                end=p.get("end_date"),
+                error=p.get("error"),
+                payload=p,
+            )
+        )
+    tries.sort(key=lambda t: (t.start or "", t.task_id, t.map_index, t.try_number))
+    return tries
+
+
+def run_state(tries: Sequence[StepTry]) -> str:
+    """``failed`` if any task's last try failed, ``success`` if all succeeded, else ``running``."""
+    last: dict[tuple[str, int], StepTry] = {}
+    for t in tries:
+        key = (t.task_id, t.map_index)
+        if key not in last or t.try_number > last[key].try_number:
+            last[key] = t
+    states = {t.state for t in last.values()}
+    if not states:
+        return "running"
+    if states & {"failed", "upstream_failed"}:
+        return "failed"
+    if states <= {"success", "skipped"}:
+        return "success"
+    return "running"
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class _Builder:
+    def __init__(self, ids: Ids, facts: RunFacts) -> None:
+        self.ids = ids
+        self.facts = facts
+        self.doc = ProvDocument()
+        self.doc.set_default_namespace(ids.run_ns)
+        self.tp = self.doc.add_namespace("twinprov", VOCAB)
+        self.run_ns = self.doc.add_namespace("run", ids.run_ns)
+        self.data_ns = self.doc.add_namespace("data", ids.data_ns)
+        self.agent_ns = self.doc.add_namespace("agent", ids.agent_ns)
+        self.entities: set[QualifiedName] = set()
+
+    def t(self, term: str) -> QualifiedName:
+        return self.tp[term]
+
+    def data_entity(self, rec: Mapping[str, Any]) -> QualifiedName | None:
+        sha = rec.get("sha256")
+        if not sha:
+            return None
+        qn = self.data_ns[self.ids.data_local(str(sha))]
+        if qn not in self.entities:
+            attrs: dict[Any, Any] = {
+                PROV_TYPE: self.t("DataFile"),
+                self.t("sha256"): str(sha),
+            }
+            if rec.get("size") is not None:
+                attrs[self.t("size")] = int(rec["size"])
+            if rec.get("media_type"):
+                attrs[self.t("mediaType")] = str(rec["media_type"])
+            if rec.get("name"):
+                attrs[PROV_LABEL] = str(rec["name"])
+            loc = rec.get("abs_path") or rec.get("path")
+            if loc:
+                attrs[PROV_LOCATION] = str(loc)
+            self.doc.entity(qn, attrs)
+            self.entities.add(qn)
+        return qn
+
+    def build(self, tries: Sequence[StepTry]) -> ProvDocument:
+        f, info, tp = self.facts, self.facts.info, self.t
+        run_qn = self.run_ns[self.ids.run_local(f.dag_id, f.run_id)]
+        starts = [t.start for t in tries if t.start]
+        ends = [t.end for t in tries if t.end]
+        run_attrs: dict[Any, Any] = {
+            PROV_TYPE: tp("WorkflowRun"),
+            PROV_LABEL: f"{f.dag_id} {f.run_id}",
+            tp("dagId"): f.dag_id,
+            tp("runId"): f.run_id,
+            tp("state"): f.state,
+        }
+        for key, term in (
+            ("run_type", "runType"),
+            ("workflow_version", "workflowVersion"),
+            ("spec_sha256", "specSha256"),
+            ("triggered_via", "triggeredVia"),
+        ):
+            if info.get(key):
+                run_attrs[tp(term)] = str(info[key])
+        self.doc.activity(
+            run_qn,
+            _dt(info.get("run_start") or (min(starts) if starts else None)),
+            _dt(f.end or (max(ends) if ends else None)),
+            run_attrs,
+        )
+        # agents: the person who triggered, Airflow acting for them
+        airflow_qn = self.agent_ns[
+            self.ids.software_local("apache-airflow", str(info.get("airflow_version", "unknown")))
+        ]
+        self.doc.agent(
+            airflow_qn,
+            {
+                PROV_TYPE: _PROV["SoftwareAgent"],
+                PROV_LABEL: "Apache Airflow",
+                tp("version"): str(info.get("airflow_version", "unknown")),
+            },
+        )
+        self.doc.wasAssociatedWith(run_qn, airflow_qn)
+        user = info.get("triggering_user")
+        if user:
+            person_qn = self.agent_ns[self.ids.person_local(str(user))]
+            self.doc.agent(person_qn, {PROV_TYPE: _PROV["Person"], PROV_LABEL: str(user)})
+            self.doc.wasAssociatedWith(run_qn, person_qn)
+            self.doc.actedOnBehalfOf(airflow_qn, person_qn)
+        # the spec and the parameters the run used
+        if info.get("spec_sha256"):
+            spec_qn = self.data_entity(
+                {
+                    "sha256": info["spec_sha256"],
+                    "name": "workflow spec",
+                    "media_type": "application/yaml",
+                    "abs_path": info.get("spec_path"),
+                }
+            )
+            if spec_qn is not None:
+                self.doc.used(run_qn, spec_qn)
+        for name, value in sorted((info.get("params") or {}).items()):
+            p_qn = self.run_ns[self.ids.param_local(f.dag_id, f.run_id, name)]
+            self.doc.entity(
+                p_qn,
+                {PROV_TYPE: tp("Parameter"), PROV_LABEL: name, PROV_VALUE: _literal(value)},
+            )
+            self.doc.used(run_qn, p_qn)
+        # task tries
+        previous: dict[tuple[str, int], QualifiedName] = {}
+        for t in sorted(tries, key=lambda x: (x.task_id, x.map_index, x.try_number)):
+            self._task(run_qn, t, previous)
+        return self.doc
+
+    def _task(
+        self,
+        run_qn: QualifiedName,
+        t: StepTry,
+        previous: dict[tuple[str, int], QualifiedName],
+    ) -> None:
+        f, tp, p, m = self.facts, self.t, t.payload, t.manifest
+        qn = self.run_ns[
+            self.ids.task_local(f.dag_id, f.run_id, t.task_id, t.map_index, t.try_number)
+        ]
+        attrs: dict[Any, Any] = {
+            PROV_TYPE: tp("TaskTry"),
+            PROV_LABEL: t.task_id,
+            tp("taskId"): t.task_id,
+            tp("mapIndex"): t.map_index,
+            tp("tryNumber"): t.try_number,
+            tp("state"): t.state,
+        }
+        for key, term in (
+            ("operator", "operator"),
+            ("hostname", "hostname"),
+            ("target", "target"),
+            ("image", "image"),
+        ):
+            if p.get(key):
+                attrs[tp(term)] = str(p[key])
+        if t.error:
+            attrs[tp("error")] = str(t.error)
+        if m:
+            attrs[tp("exitCode")] = int(m.get("exit_code", -1))
+            if m.get("duration_s") is not None:
+                attrs[tp("durationSeconds")] = float(m["duration_s"])
+            usage = m.get("resource_usage") or {}
+            for key, term in (
+                ("cpu_user_s", "cpuUserSeconds"),
+                ("cpu_system_s", "cpuSystemSeconds"),
+                ("max_rss_kb", "maxRssKilobytes"),
+            ):
+                if usage.get(key) is not None:
+                    attrs[tp(term)] = float(usage[key])
+            for err in m.get("errors") or []:
+                attrs.setdefault(tp("error"), str(err))
+        key = (t.task_id, t.map_index)
+        if key in previous:
+            attrs[tp("retryOf")] = previous[key]
+        previous[key] = qn
+        self.doc.activity(qn, _dt(t.start), _dt(t.end), attrs)
+        self.doc.wasInformedBy(qn, run_qn)
+        env = p.get("environment")
+        if isinstance(env, Mapping) and env.get("digest"):
+            env_qn = self.agent_ns[self.ids.env_local(str(env.get("kind")), str(env["digest"]))]
+            env_attrs: dict[Any, Any] = {PROV_TYPE: _PROV["SoftwareAgent"]}
+            for k, v in sorted(env.items()):
+                if isinstance(v, str | int | float) and not isinstance(v, bool):
+                    env_attrs[tp(_camel(k))] = v
+            self.doc.agent(env_qn, env_attrs)
+            self.doc.wasAssociatedWith(qn, env_qn)
+        used = [q for q in (self.data_entity(r) for r in m.get("inputs") or []) if q is not None]
+        for u in used:
+            self.doc.used(qn, u)
+        for rec in m.get("outputs") or []:
+            out = self.data_entity(rec)
+            if out is None:
+                continue
+            self.doc.wasGeneratedBy(out, qn)
+            for u in used:
+                self.doc.wasDerivedFrom(out, u)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def _literal(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def build_document(ids: Ids, facts: RunFacts, events: Iterable[TaskEvent]) -> ProvDocument:
+    """The PROV document of one run."""
+    return _Builder(ids, facts).build(collapse_tries(events))

@@ -1,0 +1,79 @@
+"""The graph store: one named graph per run, derived from the ledger and rebuildable from it.
+
+The embedded store is pyoxigraph on disk. It has one owner process at a time (pyoxigraph's own
+rule), so it is opened for one operation and closed straight after; a second process that finds
+it locked gets a :class:`~provenance.errors.StoreError` naming the cause, and the ledger keeps
+the provenance until a later catch-up.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EmbeddedStore"]
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyoxigraph as ox
+
+from provenance.errors import QueryError, StoreError
+
+
+class EmbeddedStore:
+    """pyoxigraph store in a folder; use :meth:`open` as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._store: ox.Store | None = None
+
+    @contextmanager
+    def open(self) -> Iterator[EmbeddedStore]:
+        """Open the store for the duration of the ``with`` block."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._store = ox.Store(str(self.path))
+        except OSError as e:
+            raise StoreError(
+                f"graph store {self.path} is busy or unreadable ({e}); "
+                "another process owns it - retry when it is done"
+            ) from e
+        try:
+            yield self
+        finally:
+            self._store = None
+            gc.collect()  # drop the handle now, releasing the store's lock
+
+    @property
+    def store(self) -> ox.Store:
+        if self._store is None:
+            raise StoreError("the graph store is not open; use `with store.open():`")
+        return self._store
+
+    def replace_graph(self, graph_iri: str, turtle: str | bytes) -> int:
+        """Make the named graph exactly ``turtle``'s triples; returns the triple count."""
+        g = ox.NamedNode(graph_iri)
+        if self.store.contains_named_graph(g):
+            self.store.remove_graph(g)
+        self.store.load(turtle, format=ox.RdfFormat.TURTLE, to_graph=g)
+        self.store.flush()
+        return self.graph_size(graph_iri)
+
+    def graph_size(self, graph_iri: str) -> int:
+        """Number of triples in a named graph."""
+        g = ox.NamedNode(graph_iri)
+        return sum(1 for _ in self.store.quads_for_pattern(None, None, None, g))
+
+    def graphs(self) -> list[str]:
+        """Names of every graph in the store."""
+        return sorted(n.value for n in self.store.named_graphs() if isinstance(n, ox.NamedNode))
+
+    def query(self, sparql: str) -> Any:
+        """Run a SPARQL 1.1 query over the union of all run graphs (and each as a named graph)."""
+        try:
+            return self.store.query(sparql, use_default_graph_as_union=True)
+        except SyntaxError as e:
+            raise QueryError(f"malformed SPARQL: {e}") from e
+        except (OSError, ValueError, RuntimeError) as e:
+            raise QueryError(f"query failed: {e}") from e
