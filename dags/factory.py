@@ -77,6 +77,7 @@ def build_dag(spec_path: Path) -> DAG:
                 tasks[up] >> op
             tasks[step.id] = op
         publish = PublishOperator(task_id=PUBLISH_TASK_ID, trigger_rule="all_done", retries=2)
+        publish.as_teardown()
         list(tasks.values()) >> publish
     return dag
 

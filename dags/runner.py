@@ -61,7 +61,10 @@ def load_workflow_dag(name: str) -> Any:
     from twinprov_dags.factory import WORKFLOWS_DIR, build_dag
 
     path = Path(name)
-    if not path.suffix:
+    if path.suffix:
+        # dag.test() parses the DAGs folder: let the DAG file see this spec's folder
+        os.environ["TWINPROV_WORKFLOWS_DIR"] = str(path.resolve().parent)
+    else:
         folder = Path(os.environ.get("TWINPROV_WORKFLOWS_DIR", WORKFLOWS_DIR))
         path = folder / f"{name}.yaml"
     if not path.is_file():
