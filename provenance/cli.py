@@ -7,9 +7,11 @@ else works, and the core stays importable, without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,19 @@ SELECT DISTINCT ?dag ?run WHERE {
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _settings() -> Settings:
@@ -205,7 +220,8 @@ def _drive(workflow: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 
     settings = _settings()
     with err.status(f"running {workflow} through Airflow (dag.test)…", spinner="dots"):
-        outcome = run_workflow(workflow, params)
+        with _stdout_to_stderr():  # Airflow's and the steps' logs must not mix with our output
+            outcome = run_workflow(workflow, params)
     rec = Ledger(settings.ledger_url).run(outcome.dag_id, outcome.run_id)
     if rec is None:
         raise TwinprovError(

@@ -111,7 +111,12 @@ def run_state(tries: Sequence[StepTry]) -> str:
 
 
 def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:  # a malformed time must not cost the rest of the provenance
+        return None
 
 
 class _Builder:

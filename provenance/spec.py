@@ -342,7 +342,8 @@ def parse_spec(text: str, source: str = "<spec>") -> WorkflowSpec:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(source, [SpecIssue(where, f"not valid YAML: {e}")]) from e
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(source, [SpecIssue(where, f"not valid YAML: {problem}")]) from e
     if not isinstance(data, dict):
         raise SpecError(source, [SpecIssue("", "a spec must be a YAML mapping")])
     try:

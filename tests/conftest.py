@@ -1,0 +1,33 @@
+"""Test-wide setup: every test runs against throw-away homes, never the user's.
+
+Airflow reads its configuration when first imported, so its home is fixed here, before any test
+module imports it; each test that runs workflows gets its own TWINPROV_HOME (the ledger, store
+and run folders), read afresh by twinprov at every call.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="twinprov-tests-"))
+os.environ["AIRFLOW_HOME"] = str(_SESSION_ROOT / "airflow")
+os.environ["TWINPROV_HOME"] = str(_SESSION_ROOT / "home")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.pop("TWINPROV_WORKFLOWS_DIR", None)
+os.environ.pop("TWINPROV_CAPTURE", None)
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_SPEC = REPO / "dags" / "workflows" / "drought_early_warning.yaml"
+
+
+@pytest.fixture
+def twinprov_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh TWINPROV_HOME for one test."""
+    home = tmp_path / "twinprov-home"
+    monkeypatch.setenv("TWINPROV_HOME", str(home))
+    yield home

@@ -1,0 +1,120 @@
+"""End to end: the demo workflow through real Airflow (``dag.test()`` via the ``twinprov`` CLI),
+real subprocess steps, the real ledger, PROV files and the embedded Oxigraph store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prov.model import ProvDocument
+
+TP = [sys.executable, "-m", "provenance.cli"]
+
+
+def _tp(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TWINPROV_HOME=str(home))
+    env.pop("TWINPROV_WORKFLOWS_DIR", None)
+    proc = subprocess.run([*TP, *args], capture_output=True, text=True, env=env, check=False)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> Iterator[tuple[Path, dict]]:
+    home = tmp_path_factory.mktemp("demo-home")
+    proc = _tp(home, "run", "drought_early_warning", "--json")
+    yield home, json.loads(proc.stdout)
+
+
+def _query(home: Path, sparql: str) -> dict[str, Any]:
+    return json.loads(_tp(home, "query", sparql, "--format", "json").stdout)
+
+
+def test_run_succeeds_and_outputs_match_disk(demo: tuple[Path, dict]) -> None:
+    home, summary = demo
+    assert summary["state"] == "success"
+    assert [s["task_id"] for s in summary["steps"]] == [
+        "generate_precipitation", "compute_spi", "classify_hazard"]
+    outputs = [o for s in summary["steps"] for o in s["outputs"]]
+    assert len(outputs) == 4
+    for o in outputs:
+        data = Path(o["path"]).read_bytes()
+        assert Path(o["path"]).is_absolute() and str(home) in o["path"]
+        assert hashlib.sha256(data).hexdigest() == o["sha256"] and len(data) == o["size"]
+
+
+def test_one_activity_per_task_try(demo: tuple[Path, dict]) -> None:
+    home, summary = demo
+    res = _query(home, f"""
+        PREFIX tp: <urn:twinprov:vocab#>
+        SELECT ?task ?try WHERE {{ GRAPH <{summary['graph']}> {{
+          ?a a tp:TaskTry ; tp:taskId ?task ; tp:tryNumber ?try }} }}""")
+    got = sorted((b["task"]["value"], int(b["try"]["value"])) for b in res["results"]["bindings"])
+    assert got == sorted((s["task_id"], s["try_number"]) for s in summary["steps"])
+
+
+def test_sparql_which_runs_used_an_entity(demo: tuple[Path, dict]) -> None:
+    home, summary = demo
+    spi = next(o for s in summary["steps"] for o in s["outputs"] if o["name"] == "spi")
+    res = _query(home, f"""
+        PREFIX prov: <http://www.w3.org/ns/prov#>
+        PREFIX tp: <urn:twinprov:vocab#>
+        SELECT ?run ?step WHERE {{
+          ?a prov:used <urn:twinprov:data/sha256-{spi['sha256']}> ;
+             prov:wasInformedBy ?r ; tp:taskId ?step .
+          ?r tp:runId ?run }}""")
+    rows = [(b["run"]["value"], b["step"]["value"]) for b in res["results"]["bindings"]]
+    assert rows == [(summary["run_id"], "classify_hazard")]
+    assert res["head"]["vars"] == ["run", "step"]  # SPARQL 1.1 Query Results JSON
+
+
+def test_provenance_records_who_params_and_environment(demo: tuple[Path, dict]) -> None:
+    home, summary = demo
+    doc = ProvDocument.deserialize(source=summary["prov"]["prov.json"], format="json")
+    provn = doc.get_provn()
+    assert 'prov:type=\'prov:Person\'' in provn
+    assert 'prov:label="seed", prov:value=42' in provn
+    assert "twinprov:packagesSha256" in provn
+    assert summary["params"] == {"seed": 42, "region": "alps", "spi_scale": 3, "fault": "none"}
+
+
+def test_runs_show_export_shapes(demo: tuple[Path, dict]) -> None:
+    home, summary = demo
+    runs = json.loads(_tp(home, "runs", "--json").stdout)
+    assert [{k: r[k] for k in ("dag_id", "run_id", "state")} for r in runs] == [
+        {"dag_id": "drought_early_warning", "run_id": summary["run_id"], "state": "success"}]
+    shown = json.loads(_tp(home, "show", summary["run_id"], "--json").stdout)
+    for key in ("validations", "crate", "stac_items", "mlflow_runs", "verdict"):
+        assert key in shown
+    step = shown["steps"][0]
+    for key in ("task_id", "state", "try_number", "target", "image", "image_digest", "outputs"):
+        assert key in step
+    assert step["target"] == "local" and step["image"] == "python:3.11-slim"
+    turtle = _tp(home, "export", summary["run_id"], "--format", "turtle").stdout
+    assert "prov:wasGeneratedBy" in turtle
+    provn = _tp(home, "export", "latest", "--format", "provn").stdout
+    assert provn.startswith("document")
+    assert ProvDocument.deserialize(
+        content=_tp(home, "export", "latest", "--format", "provjson").stdout, format="json"
+    ) == ProvDocument.deserialize(source=summary["prov"]["prov.json"], format="json")
+
+
+def test_bad_input_gets_one_clear_line(demo: tuple[Path, dict]) -> None:
+    home, _ = demo
+    proc = _tp(home, "run", "drought_early_warning", "-p", "fault=oops", check=False)
+    assert proc.returncode == 2
+    assert "fault=oops: must be one of none, nan, nondeterministic" in proc.stderr
+    proc = _tp(home, "run", "drought_early_warning", "-p", "seed=abc", check=False)
+    assert proc.returncode == 2 and "not a valid integer" in proc.stderr
+    proc = _tp(home, "show", "no-such-run", check=False)
+    assert proc.returncode == 2 and "no recorded run 'no-such-run'" in proc.stderr
+    proc = _tp(home, "query", "SELEC nothing", check=False)
+    assert proc.returncode == 2 and "malformed SPARQL" in proc.stderr

@@ -1,0 +1,144 @@
+"""Workflow spec checks: one test per refusal, each naming the field path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provenance.errors import SpecError, WorkspaceError
+from provenance.spec import load_spec, parse_spec, spec_json_schema
+from provenance.workspace import safe_path
+from tests.conftest import DEMO_SPEC
+
+BASE = {
+    "name": "wf",
+    "steps": [
+        {
+            "id": "a",
+            "command": ["python", "-c", "pass"],
+            "outputs": [{"name": "x", "path": "x.txt", "media_type": "text/plain"}],
+        },
+        {
+            "id": "b",
+            "command": ["python", "-c", "pass"],
+            "inputs": [{"name": "x", "from": "a.x"}],
+        },
+    ],
+}
+
+
+def _issues(data: dict) -> list[str]:
+    with pytest.raises(SpecError) as exc:
+        parse_spec(yaml.safe_dump(data), "wf.yaml")
+    return [str(i) for i in exc.value.issues]
+
+
+def _with(**step_changes: object) -> dict:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    for idx_key, value in step_changes.items():
+        idx, key = idx_key.split("__")
+        data["steps"][int(idx[1:])][key] = value
+    return data
+
+
+def test_demo_spec_is_valid() -> None:
+    spec = load_spec(DEMO_SPEC)
+    assert [s.id for s in spec.topological_order()] == [
+        "generate_precipitation",
+        "compute_spi",
+        "classify_hazard",
+    ]
+    assert spec.params["fault"].enum == ["none", "nan", "nondeterministic"]
+
+
+def test_base_spec_is_valid() -> None:
+    spec = parse_spec(yaml.safe_dump(BASE))
+    assert spec.upstream_of(spec.step("b")) == ["a"]
+
+
+def test_unknown_field_is_refused_with_its_path() -> None:
+    data = _with(s1__colour="blue")
+    data["timeout"] = 3
+    issues = _issues(data)
+    assert "steps[1].colour: unknown field" in issues
+    assert "timeout: unknown field" in issues
+
+
+def test_duplicate_step_ids_are_refused() -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["steps"][1]["id"] = "a"
+    assert any("steps[1].id: duplicate step id 'a'" in i for i in _issues(data))
+
+
+def test_cycle_in_needs_is_refused() -> None:
+    data = _with(s0__needs=["b"])
+    issues = _issues(data)
+    assert any(i.startswith("steps: cycle in needs:") and "a" in i and "b" in i for i in issues)
+
+
+def test_input_no_step_provides_is_refused() -> None:
+    issues = _issues(_with(s1__inputs=[{"name": "x", "from": "a.nothere"}]))
+    assert "steps[1].inputs[0].from: step 'a' has no output 'nothere'" in issues
+    issues = _issues(_with(s1__inputs=[{"name": "x", "from": "ghost.x"}]))
+    assert "steps[1].inputs[0].from: no step 'ghost' provides 'x'" in issues
+
+
+def test_input_no_param_provides_is_refused() -> None:
+    issues = _issues(_with(s1__inputs=[{"name": "x", "from": "params.data"}]))
+    assert "steps[1].inputs[0].from: no param 'data' provides 'x'" in issues
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [("../x.txt", "'..'"), ("/etc/passwd", "absolute"), ("a/../../x", "'..'"), ("~/x", "absolute")],
+)
+def test_output_path_escaping_workspace_is_refused(path: str, why: str) -> None:
+    issues = _issues(_with(s0__outputs=[{"name": "x", "path": path, "media_type": "text/plain"}]))
+    assert any(i.startswith("steps[0].outputs[0].path:") and why in i for i in issues)
+
+
+def test_symlink_pointing_out_of_workspace_is_refused(tmp_path: Path) -> None:
+    ws = tmp_path / "work"
+    ws.mkdir()
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", ws / "link")
+    with pytest.raises(WorkspaceError, match="outside the run workspace"):
+        safe_path(ws, "link/x.txt")
+    os.symlink(ws / "inside.txt", ws / "ok")
+    assert safe_path(ws, "ok") == ws / "ok"
+
+
+def test_every_error_is_reported_not_just_the_first() -> None:
+    data = _with(s0__needs=["ghost"], s1__args=["${params.nope}"])
+    data["steps"][0]["outputs"][0]["path"] = "/abs"
+    issues = _issues(data)
+    assert "steps[0].needs[0]: no step 'ghost'" in issues
+    assert "steps[1].args[0]: '${params.nope}': no param 'nope'" in issues
+    assert any(i.startswith("steps[0].outputs[0].path") for i in issues)
+
+
+def test_param_default_must_satisfy_its_declaration() -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["params"] = {"n": {"type": "integer", "default": 50, "maximum": 10}}
+    assert "params.n.default: 50 is above maximum 10.0" in _issues(data)
+
+
+def test_reserved_task_id_is_refused() -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["steps"][0]["id"] = "publish_provenance"
+    data["steps"][1]["inputs"] = []
+    assert any("reserved" in i for i in _issues(data))
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    with pytest.raises(SpecError, match=r"line 2: not valid YAML: mapping values are not allowed"):
+        parse_spec("name: x\nsteps: a: b\n", "bad.yaml")
+
+
+def test_json_schema_is_generated_from_the_model() -> None:
+    schema = spec_json_schema()
+    assert "steps" in schema["properties"]
+    assert schema["additionalProperties"] is False
