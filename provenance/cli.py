@@ -219,9 +219,9 @@ def _drive(workflow: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     from twinprov_dags.runner import run_workflow
 
     settings = _settings()
-    with err.status(f"running {workflow} through Airflow (dag.test)…", spinner="dots"):
-        with _stdout_to_stderr():  # Airflow's and the steps' logs must not mix with our output
-            outcome = run_workflow(workflow, params)
+    # Airflow's and the steps' logs go to stderr: they must not mix with our output
+    with err.status(f"running {workflow} through Airflow…", spinner="dots"), _stdout_to_stderr():
+        outcome = run_workflow(workflow, params)
     rec = Ledger(settings.ledger_url).run(outcome.dag_id, outcome.run_id)
     if rec is None:
         raise TwinprovError(

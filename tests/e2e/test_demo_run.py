@@ -42,7 +42,10 @@ def test_run_succeeds_and_outputs_match_disk(demo: tuple[Path, dict]) -> None:
     home, summary = demo
     assert summary["state"] == "success"
     assert [s["task_id"] for s in summary["steps"]] == [
-        "generate_precipitation", "compute_spi", "classify_hazard"]
+        "generate_precipitation",
+        "compute_spi",
+        "classify_hazard",
+    ]
     outputs = [o for s in summary["steps"] for o in s["outputs"]]
     assert len(outputs) == 4
     for o in outputs:
@@ -53,10 +56,13 @@ def test_run_succeeds_and_outputs_match_disk(demo: tuple[Path, dict]) -> None:
 
 def test_one_activity_per_task_try(demo: tuple[Path, dict]) -> None:
     home, summary = demo
-    res = _query(home, f"""
+    res = _query(
+        home,
+        f"""
         PREFIX tp: <urn:twinprov:vocab#>
-        SELECT ?task ?try WHERE {{ GRAPH <{summary['graph']}> {{
-          ?a a tp:TaskTry ; tp:taskId ?task ; tp:tryNumber ?try }} }}""")
+        SELECT ?task ?try WHERE {{ GRAPH <{summary["graph"]}> {{
+          ?a a tp:TaskTry ; tp:taskId ?task ; tp:tryNumber ?try }} }}""",
+    )
     got = sorted((b["task"]["value"], int(b["try"]["value"])) for b in res["results"]["bindings"])
     assert got == sorted((s["task_id"], s["try_number"]) for s in summary["steps"])
 
@@ -64,13 +70,16 @@ def test_one_activity_per_task_try(demo: tuple[Path, dict]) -> None:
 def test_sparql_which_runs_used_an_entity(demo: tuple[Path, dict]) -> None:
     home, summary = demo
     spi = next(o for s in summary["steps"] for o in s["outputs"] if o["name"] == "spi")
-    res = _query(home, f"""
+    res = _query(
+        home,
+        f"""
         PREFIX prov: <http://www.w3.org/ns/prov#>
         PREFIX tp: <urn:twinprov:vocab#>
         SELECT ?run ?step WHERE {{
-          ?a prov:used <urn:twinprov:data/sha256-{spi['sha256']}> ;
+          ?a prov:used <urn:twinprov:data/sha256-{spi["sha256"]}> ;
              prov:wasInformedBy ?r ; tp:taskId ?step .
-          ?r tp:runId ?run }}""")
+          ?r tp:runId ?run }}""",
+    )
     rows = [(b["run"]["value"], b["step"]["value"]) for b in res["results"]["bindings"]]
     assert rows == [(summary["run_id"], "classify_hazard")]
     assert res["head"]["vars"] == ["run", "step"]  # SPARQL 1.1 Query Results JSON
@@ -80,7 +89,7 @@ def test_provenance_records_who_params_and_environment(demo: tuple[Path, dict]) 
     home, summary = demo
     doc = ProvDocument.deserialize(source=summary["prov"]["prov.json"], format="json")
     provn = doc.get_provn()
-    assert 'prov:type=\'prov:Person\'' in provn
+    assert "prov:type='prov:Person'" in provn
     assert 'prov:label="seed", prov:value=42' in provn
     assert "twinprov:packagesSha256" in provn
     assert summary["params"] == {"seed": 42, "region": "alps", "spi_scale": 3, "fault": "none"}
@@ -90,7 +99,8 @@ def test_runs_show_export_shapes(demo: tuple[Path, dict]) -> None:
     home, summary = demo
     runs = json.loads(_tp(home, "runs", "--json").stdout)
     assert [{k: r[k] for k in ("dag_id", "run_id", "state")} for r in runs] == [
-        {"dag_id": "drought_early_warning", "run_id": summary["run_id"], "state": "success"}]
+        {"dag_id": "drought_early_warning", "run_id": summary["run_id"], "state": "success"}
+    ]
     shown = json.loads(_tp(home, "show", summary["run_id"], "--json").stdout)
     for key in ("validations", "crate", "stac_items", "mlflow_runs", "verdict"):
         assert key in shown

@@ -63,7 +63,7 @@ def test_failed_step_still_publishes_a_graph_with_the_failure(
     assert rec is not None and rec.state == "failed" and rec.published_digest
     rows = _select(f"""
         PREFIX tp: <urn:twinprov:vocab#>
-        SELECT ?task ?state ?code ?error WHERE {{ GRAPH <{rec.publication['graph']}> {{
+        SELECT ?task ?state ?code ?error WHERE {{ GRAPH <{rec.publication["graph"]}> {{
           ?a a tp:TaskTry ; tp:taskId ?task ; tp:state ?state .
           OPTIONAL {{ ?a tp:exitCode ?code }} OPTIONAL {{ ?a tp:error ?error }} }} }}
         ORDER BY ?task""")
@@ -74,7 +74,7 @@ def test_failed_step_still_publishes_a_graph_with_the_failure(
     assert "third" not in by_task  # never ran: no activity invented for it
     run_state = _select(f"""
         PREFIX tp: <urn:twinprov:vocab#>
-        SELECT ?s WHERE {{ <{rec.publication['graph']}> tp:state ?s }}""")
+        SELECT ?s WHERE {{ <{rec.publication["graph"]}> tp:state ?s }}""")
     assert run_state == [{"s": "failed"}]
 
 
@@ -108,14 +108,16 @@ def test_broken_spec_is_an_import_error_and_others_still_load(
     from twinprov_dags.factory import DAG_FILE
 
     (workflows_dir / "good.yaml").write_text(FAILING)
-    (workflows_dir / "broken.yaml").write_text(textwrap.dedent("""
+    (workflows_dir / "broken.yaml").write_text(
+        textwrap.dedent("""
         name: broken_wf
         steps:
           - id: a
             command: [python]
             needs: [a]
             colour: red
-    """))
+    """)
+    )
     bag = DagBag(dag_folder=str(DAG_FILE))
     assert "failing_wf" in bag.dags
     assert "broken_wf" not in bag.dags

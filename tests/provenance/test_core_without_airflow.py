@@ -32,7 +32,8 @@ def test_core_imports_without_airflow() -> None:
         print("ok", len(doc.get_records()))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=REPO, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok")

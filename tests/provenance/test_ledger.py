@@ -13,14 +13,45 @@ from provenance.prov_model import RunFacts, build_document
 def _events(run_id: str, n: int = 3) -> list[TaskEvent]:
     evs = []
     for i in range(n):
-        evs.append(TaskEvent("dag", run_id, f"t{i}", -1, 1, "running",
-                             {"start_date": f"2026-01-01T00:{i:02d}:00+00:00"}, "2026-01-01T00:00:00"))
-        evs.append(TaskEvent("dag", run_id, f"t{i}", -1, 1, "success",
-                             {"end_date": f"2026-01-01T00:{i:02d}:30+00:00",
-                              "manifest": {"exit_code": 0, "inputs": [], "outputs": [
-                                  {"name": "o", "path": "o", "sha256": f"{run_id}{i}".ljust(64, "0"),
-                                   "size": 1, "media_type": "text/plain"}]}},
-                             "2026-01-01T00:00:01"))
+        evs.append(
+            TaskEvent(
+                "dag",
+                run_id,
+                f"t{i}",
+                -1,
+                1,
+                "running",
+                {"start_date": f"2026-01-01T00:{i:02d}:00+00:00"},
+                "2026-01-01T00:00:00",
+            )
+        )
+        evs.append(
+            TaskEvent(
+                "dag",
+                run_id,
+                f"t{i}",
+                -1,
+                1,
+                "success",
+                {
+                    "end_date": f"2026-01-01T00:{i:02d}:30+00:00",
+                    "manifest": {
+                        "exit_code": 0,
+                        "inputs": [],
+                        "outputs": [
+                            {
+                                "name": "o",
+                                "path": "o",
+                                "sha256": f"{run_id}{i}".ljust(64, "0"),
+                                "size": 1,
+                                "media_type": "text/plain",
+                            }
+                        ],
+                    },
+                },
+                "2026-01-01T00:00:01",
+            )
+        )
     return evs
 
 

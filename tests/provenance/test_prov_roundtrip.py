@@ -13,9 +13,7 @@ from provenance.ledger import TaskEvent
 from provenance.prov_model import RunFacts, build_document
 
 _name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=12)
-_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30
-)
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
 _sha = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 _t0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -34,11 +32,17 @@ def _file(draw: st.DrawFn) -> dict:
 @st.composite
 def _run(draw: st.DrawFn) -> tuple[RunFacts, list[TaskEvent]]:
     run_id = "manual__" + draw(_name) + "+00:00"
-    params = draw(st.dictionaries(_name, st.one_of(st.integers(-10**6, 10**6), _text,
-                                                   st.booleans()), max_size=4))
-    facts = RunFacts("dag_" + draw(_name), run_id,
-                     {"params": params, "triggering_user": draw(_name),
-                      "airflow_version": "3.3.2"}, draw(st.sampled_from(["success", "failed"])))
+    params = draw(
+        st.dictionaries(
+            _name, st.one_of(st.integers(-(10**6), 10**6), _text, st.booleans()), max_size=4
+        )
+    )
+    facts = RunFacts(
+        "dag_" + draw(_name),
+        run_id,
+        {"params": params, "triggering_user": draw(_name), "airflow_version": "3.3.2"},
+        draw(st.sampled_from(["success", "failed"])),
+    )
     events = []
     for task_id in draw(st.lists(_name, min_size=1, max_size=4, unique=True)):
         for try_number in range(1, draw(st.integers(1, 3)) + 1):
@@ -51,8 +55,17 @@ def _run(draw: st.DrawFn) -> tuple[RunFacts, list[TaskEvent]]:
                 "outputs": draw(st.lists(_file(), max_size=3)),
                 "duration_s": (end - start).total_seconds(),
             }
-            events.append(TaskEvent(facts.dag_id, run_id, task_id, -1, try_number, "running",
-                                    {"start_date": start.isoformat(), "operator": "Op"}))
+            events.append(
+                TaskEvent(
+                    facts.dag_id,
+                    run_id,
+                    task_id,
+                    -1,
+                    try_number,
+                    "running",
+                    {"start_date": start.isoformat(), "operator": "Op"},
+                )
+            )
             payload = {"end_date": end.isoformat(), "manifest": manifest}
             if final == "failed":
                 payload["error"] = draw(_text)

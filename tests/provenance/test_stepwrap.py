@@ -13,8 +13,16 @@ from provenance import stepwrap
 
 def _wrap(ws: Path, plan: dict, *cmd: str) -> tuple[int, dict, str]:
     proc = subprocess.run(
-        [sys.executable, stepwrap.__file__, "--workspace", str(ws), "--plan", json.dumps(plan),
-         "--", *cmd],
+        [
+            sys.executable,
+            stepwrap.__file__,
+            "--workspace",
+            str(ws),
+            "--plan",
+            json.dumps(plan),
+            "--",
+            *cmd,
+        ],
         capture_output=True,
         text=True,
         check=False,
