@@ -135,6 +135,9 @@ class PublishOperator(BaseOperator):
     twinprov_role = "publish"
 
     def execute(self, context: Any) -> dict[str, Any]:
+        if os.environ.get("TWINPROV_CAPTURE", "").lower() == "off":
+            self.log.warning("twinprov capture is off (TWINPROV_CAPTURE=off): nothing to publish")
+            return {}
         ti = context["ti"]
         pub = publish_run(Settings.load(), ti.dag_id, ti.run_id)
         self.log.info(

@@ -148,6 +148,8 @@ def _engine(url: str) -> Engine:
                     cur = dbapi_conn.cursor()
                     cur.execute("PRAGMA journal_mode=WAL")
                     cur.execute("PRAGMA busy_timeout=30000")
+                    # WAL + NORMAL: a commit survives a killed process (not a power cut)
+                    cur.execute("PRAGMA synchronous=NORMAL")
                     cur.close()
 
             _metadata.create_all(eng, checkfirst=True)
@@ -165,53 +167,66 @@ class Ledger:
         except SQLAlchemyError as e:
             raise LedgerError(f"cannot open the ledger at {_safe_url(url)}: {e}") from e
 
-    def _insert_ignore(self, table: Table, values: dict[str, Any]) -> bool:
+    def _insert_ignore(self, conn: Any, table: Table, values: dict[str, Any]) -> bool:
         name = self.engine.dialect.name
+        if name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            try:
+                with conn.begin_nested():
+                    conn.execute(table.insert().values(**values))
+                return True
+            except IntegrityError:
+                return False
+        res = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+        return bool(res.rowcount)
+
+    def _write(self, rows: list[tuple[Table, dict[str, Any]]]) -> list[bool]:
         try:
             with self.engine.begin() as conn:
-                if name in ("sqlite", "postgresql"):
-                    if name == "sqlite":
-                        from sqlalchemy.dialects.sqlite import insert
-                    else:
-                        from sqlalchemy.dialects.postgresql import insert
-                    res = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
-                    return bool(res.rowcount)
-                conn.execute(table.insert().values(**values))
-                return True
-        except IntegrityError:
-            return False
+                return [self._insert_ignore(conn, table, values) for table, values in rows]
         except SQLAlchemyError as e:
             raise LedgerError(f"cannot write the ledger at {_safe_url(self.url)}: {e}") from e
 
     def append(self, ev: TaskEvent, run_info: Mapping[str, Any] | None = None) -> bool:
-        """Store one event (and the run it belongs to); ``False`` if it was already there."""
+        """Store one event (and, in the same transaction, the run it belongs to).
+
+        Returns ``False`` if the event was already there (replays are no-ops).
+        """
+        rows = []
         if run_info is not None:
-            self.ensure_run(ev.dag_id, ev.run_id, run_info)
-        return self._insert_ignore(
-            task_events,
-            {
-                "dag_id": ev.dag_id,
-                "run_id": ev.run_id,
-                "task_id": ev.task_id,
-                "map_index": ev.map_index,
-                "try_number": ev.try_number,
-                "state": ev.state,
-                "recorded_at": ev.recorded_at,
-                "payload": json.dumps(ev.payload, sort_keys=True, default=str),
-            },
+            rows.append((runs, self._run_row(ev.dag_id, ev.run_id, run_info)))
+        rows.append(
+            (
+                task_events,
+                {
+                    "dag_id": ev.dag_id,
+                    "run_id": ev.run_id,
+                    "task_id": ev.task_id,
+                    "map_index": ev.map_index,
+                    "try_number": ev.try_number,
+                    "state": ev.state,
+                    "recorded_at": ev.recorded_at,
+                    "payload": json.dumps(ev.payload, sort_keys=True, default=str),
+                },
+            )
         )
+        return self._write(rows)[-1]
+
+    @staticmethod
+    def _run_row(dag_id: str, run_id: str, info: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "first_seen": _now(),
+            "info": json.dumps(info, sort_keys=True, default=str),
+        }
 
     def ensure_run(self, dag_id: str, run_id: str, info: Mapping[str, Any]) -> None:
         """Record a run the first time it is seen (later calls keep the first info)."""
-        self._insert_ignore(
-            runs,
-            {
-                "dag_id": dag_id,
-                "run_id": run_id,
-                "first_seen": _now(),
-                "info": json.dumps(info, sort_keys=True, default=str),
-            },
-        )
+        self._write([(runs, self._run_row(dag_id, run_id, info))])
 
     def events(self, dag_id: str, run_id: str) -> list[TaskEvent]:
         """A run's events in the order they were recorded."""

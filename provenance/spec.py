@@ -28,6 +28,7 @@ __all__ = [
 import hashlib
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -39,6 +40,7 @@ from provenance.errors import SpecError, SpecIssue
 Target = Literal["local", "kubernetes", "interlink"]
 ParamType = Literal["string", "integer", "number", "boolean"]
 
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ID = r"^[A-Za-z][A-Za-z0-9_]*$"
 PUBLISH_TASK_ID = "publish_provenance"
 """Task id of the final publication task every generated DAG ends with (reserved)."""
@@ -338,7 +340,7 @@ def _cycle_issues(spec: WorkflowSpec, ids: set[str]) -> list[SpecIssue]:
 def parse_spec(text: str, source: str = "<spec>") -> WorkflowSpec:
     """Parse and check a spec from YAML text; raise :class:`SpecError` naming every mistake."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YamlLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
@@ -357,17 +359,33 @@ def parse_spec(text: str, source: str = "<spec>") -> WorkflowSpec:
 
 
 def load_spec(path: str | Path) -> WorkflowSpec:
-    """Read and check a spec file."""
+    """Read and check a spec file (cached while the file is unchanged; specs are immutable)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        st = p.stat()
     except OSError as e:
         raise SpecError(str(p), [SpecIssue("", f"cannot read file: {e.strerror}")]) from e
-    return parse_spec(text, str(p))
+    return _load_cached(str(p), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=64)
+def _load_cached(path: str, _mtime_ns: int, _size: int) -> WorkflowSpec:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(path, [SpecIssue("", f"cannot read file: {e.strerror}")]) from e
+    return parse_spec(text, path)
 
 
 def spec_digest(path: str | Path) -> str:
     """sha256 of the spec file's bytes."""
+    p = Path(path)
+    st = p.stat()
+    return _digest_cached(str(p), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=64)
+def _digest_cached(path: str, _mtime_ns: int, _size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
