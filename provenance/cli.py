@@ -22,7 +22,7 @@ from provenance.config import Settings
 from provenance.errors import RunNotFoundError, SpecError, TwinprovError
 from provenance.ledger import Ledger, RunRecord
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 DEMO_WORKFLOW = "drought_early_warning"
@@ -199,8 +199,13 @@ def _coerce_params(workflow: str, pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_validate_spec(ns: argparse.Namespace) -> int:
-    from provenance.spec import load_spec
+    from provenance.spec import load_spec, spec_json_schema
 
+    if ns.schema:
+        print(json.dumps(spec_json_schema(), indent=2))
+        return 0
+    if not ns.files:
+        raise TwinprovError("name one or more spec files (or --schema for the JSON Schema)")
     status = 0
     for f in ns.files:
         try:
@@ -420,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pending", action="store_true")
     s.set_defaults(func=cmd_publish)
     s = sub.add_parser("validate-spec", help="check workflow spec files; names every error")
-    s.add_argument("files", nargs="+")
+    s.add_argument("files", nargs="*")
+    s.add_argument("--schema", action="store_true", help="print the spec format's JSON Schema")
     s.set_defaults(func=cmd_validate_spec)
     return p
 

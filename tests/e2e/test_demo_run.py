@@ -128,3 +128,16 @@ def test_bad_input_gets_one_clear_line(demo: tuple[Path, dict]) -> None:
     assert proc.returncode == 2 and "no recorded run 'no-such-run'" in proc.stderr
     proc = _tp(home, "query", "SELEC nothing", check=False)
     assert proc.returncode == 2 and "malformed SPARQL" in proc.stderr
+
+
+def test_every_twinprov_term_is_in_the_vocabulary(demo: tuple[Path, dict]) -> None:
+    import rdflib
+
+    from tests.conftest import REPO
+
+    vocab = rdflib.Graph().parse(REPO / "provenance" / "vocab" / "twinprov.ttl")
+    defined = {str(s) for s in vocab.subjects()}
+    _, summary = demo
+    graph = rdflib.Graph().parse(summary["prov"]["prov.ttl"])
+    used = {str(t) for triple in graph for t in triple if str(t).startswith("urn:twinprov:vocab#")}
+    assert used and used <= defined, sorted(used - defined)
