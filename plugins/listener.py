@@ -86,6 +86,9 @@ def _event(ti: Any, state: str, error: Any = None) -> tuple[TaskEvent, dict[str,
             payload.update(task.twinprov_static)
             if state != "running":
                 payload["manifest"] = getattr(task, "twinprov_manifest", None)
+        if state != "running":
+            # facts learnt while running: pod, image digest, HPC job, validation verdict…
+            payload.update(getattr(task, "twinprov_facts", None) or {})
         run_info = _run_info(ti, task)
     except Exception as e:
         payload["capture_error"] = f"{type(e).__name__}: {e}"

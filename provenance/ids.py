@@ -82,6 +82,11 @@ class Ids:
         return f"software/{_q(name)}-{_q(version)}"
 
     @staticmethod
+    def site_local(name: str) -> str:
+        """Local part of an HPC or cloud site agent within :attr:`agent_ns`."""
+        return f"site/{_q(name)}"
+
+    @staticmethod
     def env_local(kind: str, digest: str) -> str:
         """Local part of an execution environment (image or Python env) within :attr:`agent_ns`."""
         return f"env/{_q(kind)}-{_q(digest)}"

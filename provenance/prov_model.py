@@ -253,6 +253,25 @@ class _Builder:
         ):
             if p.get(key):
                 attrs[tp(term)] = str(p[key])
+        if p.get("image_digest"):
+            attrs[tp("imageDigest")] = str(p["image_digest"])
+        if p.get("image_pinned") is not None:
+            attrs[tp("imagePinned")] = bool(p["image_pinned"])
+        pod = p.get("pod") if isinstance(p.get("pod"), Mapping) else {}
+        for key, term in (("name", "podName"), ("namespace", "namespace"), ("node", "node")):
+            if pod.get(key):
+                attrs[tp(term)] = str(pod[key])
+        hpc = p.get("hpc") if isinstance(p.get("hpc"), Mapping) else {}
+        for key, term in (
+            ("job_id", "hpcJobId"),
+            ("partition", "partition"),
+            ("walltime", "walltime"),
+            ("flags", "slurmFlags"),
+            ("node", "hpcNode"),
+        ):
+            if hpc.get(key):
+                value = hpc[key]
+                attrs[tp(term)] = " ".join(value) if isinstance(value, list) else str(value)
         if t.error:
             attrs[tp("error")] = str(t.error)
         if m:
@@ -276,6 +295,7 @@ class _Builder:
         self.doc.activity(qn, _dt(t.start), _dt(t.end), attrs)
         self.doc.wasInformedBy(qn, run_qn)
         env = p.get("environment")
+        env_qn = None
         if isinstance(env, Mapping) and env.get("digest"):
             env_qn = self.agent_ns[self.ids.env_local(str(env.get("kind")), str(env["digest"]))]
             env_attrs: dict[Any, Any] = {PROV_TYPE: _PROV["SoftwareAgent"]}
@@ -284,6 +304,19 @@ class _Builder:
                     env_attrs[tp(_camel(k))] = v
             self.doc.agent(env_qn, env_attrs)
             self.doc.wasAssociatedWith(qn, env_qn)
+        if hpc.get("site"):
+            site_qn = self.agent_ns[self.ids.site_local(str(hpc["site"]))]
+            self.doc.agent(
+                site_qn,
+                {
+                    PROV_TYPE: _PROV["Organization"],
+                    PROV_LABEL: str(hpc["site"]),
+                    tp("role"): "hpc-site",
+                },
+            )
+            self.doc.wasAssociatedWith(qn, site_qn)
+            if env_qn is not None:
+                self.doc.actedOnBehalfOf(env_qn, site_qn)
         used = [q for q in (self.data_entity(r) for r in m.get("inputs") or []) if q is not None]
         for u in used:
             self.doc.used(qn, u)

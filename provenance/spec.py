@@ -9,7 +9,13 @@ from __future__ import annotations
 
 __all__ = [
     "Author",
+    "Check",
     "Defaults",
+    "Hpc",
+    "Kubernetes",
+    "SecretEnv",
+    "Toleration",
+    "Volume",
     "Input",
     "Output",
     "Param",
@@ -80,12 +86,25 @@ class Input(_Model):
     from_: str = Field(alias="from")
 
 
+class Check(_Model):
+    """Data-quality checks of one output: a Great Expectations suite and what a failure does."""
+
+    suite: str | None = None
+    """Suite JSON file, relative to the spec's folder."""
+    expectations: list[dict[str, Any]] | None = None
+    """Inline expectations (``{type, kwargs}``), instead of a suite file."""
+    on_failure: Literal["fail", "warn"] = "fail"
+
+
 class Output(_Model):
     """A file a step writes, relative to the run workspace."""
 
     name: str = Field(pattern=_ID)
     path: str
     media_type: str
+    validation: Check | None = None
+    geospatial: bool | None = None
+    """Publish as a STAC Item (``None``: decide from the file, e.g. NetCDF lat/lon)."""
 
 
 class Resources(_Model):
@@ -94,6 +113,64 @@ class Resources(_Model):
     cpu: str | float | None = None
     memory: str | None = None
     gpu: int | None = None
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration."""
+
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Kubernetes(_Model):
+    """Pod settings for the ``kubernetes`` and ``interlink`` targets."""
+
+    namespace: str | None = None
+    service_account: str | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class Hpc(_Model):
+    """How an ``interlink`` step runs on the HPC site (``slurm-job.vk.io/*`` annotations)."""
+
+    site: str | None = None
+    partition: str | None = None
+    walltime: str | None = None
+    """SLURM time limit: ``HH:MM:SS`` or ``D-HH:MM:SS``."""
+    nodes: int | None = Field(default=None, ge=1)
+    tasks: int | None = Field(default=None, ge=1)
+    gpus: int | None = Field(default=None, ge=0)
+    flags: list[str] | None = None
+    mpi_flags: list[str] | None = None
+    singularity_options: str | None = None
+    singularity_mounts: str | None = None
+    image_root: str | None = None
+    pre_exec: str | None = None
+    flavor: str | None = None
+
+
+class SecretEnv(_Model):
+    """An environment variable filled from a Kubernetes Secret (never written in the spec)."""
+
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    secret: str
+    key: str
+
+
+class Volume(_Model):
+    """A volume mounted into a step's pod."""
+
+    name: str
+    type: Literal["emptyDir", "configMap", "secret", "persistentVolumeClaim", "hostPath"]
+    mount_path: str
+    source: str | None = None
+    """ConfigMap / Secret / claim name, or host path."""
 
 
 class Step(_Model):
@@ -108,9 +185,13 @@ class Step(_Model):
     inputs: list[Input] = Field(default_factory=list)
     outputs: list[Output] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[SecretEnv] = Field(default_factory=list)
     resources: Resources | None = None
     target: Target | None = None
     retries: int | None = Field(default=None, ge=0, le=20)
+    kubernetes: Kubernetes | None = None
+    hpc: Hpc | None = None
+    volumes: list[Volume] = Field(default_factory=list)
 
 
 class Defaults(_Model):
@@ -120,6 +201,11 @@ class Defaults(_Model):
     image: str | None = None
     retries: int = Field(default=0, ge=0, le=20)
     retry_delay_seconds: float = Field(default=5.0, ge=0)
+    kubernetes: Kubernetes | None = None
+    """Pod settings every kubernetes/interlink step starts from."""
+    interlink: Kubernetes | None = None
+    """Site overrides of the interLink placement (node selector, tolerations)."""
+    hpc: Hpc | None = None
 
 
 class WorkflowSpec(_Model):
@@ -231,8 +317,95 @@ def _check_param(name: str, p: Param) -> list[SpecIssue]:
     return issues
 
 
-def _semantic_issues(spec: WorkflowSpec) -> list[SpecIssue]:
+_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+_CPU = re.compile(r"^\d+(\.\d+)?m?$")
+_SECRETISH = re.compile(
+    r"(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL)"
+)
+_INTERLINK_VOLUMES = {"emptyDir", "configMap", "secret"}
+
+
+def _image_issue(image: str | None) -> str | None:
+    if not image:
+        return "a container image is required for this target"
+    if "@sha256:" in image:
+        return None
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return f"image '{image}' has neither a tag nor a digest (write name:tag or name@sha256:…)"
+    return None
+
+
+def _step_issues(spec: WorkflowSpec, i: int, s: Step, base_dir: Path | None) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
+    where = f"steps[{i}]"
+    target = spec.target_of(s)
+    for j, o in enumerate(s.outputs):
+        check = o.validation
+        if check is None:
+            continue
+        cw = f"{where}.outputs[{j}].validation"
+        if (check.suite is None) == (check.expectations is None):
+            issues.append(SpecIssue(cw, "give either 'suite' (a file) or 'expectations'"))
+        elif check.suite is not None and base_dir is not None:
+            suite = base_dir / check.suite
+            if not suite.is_file():
+                issues.append(SpecIssue(f"{cw}.suite", f"suite file {suite} does not exist"))
+    for key, value in s.env.items():
+        if _SECRETISH.search(key.upper()) and not placeholders(value):
+            issues.append(
+                SpecIssue(
+                    f"{where}.env.{key}",
+                    "looks like a secret written inline; use 'secrets:' (a Kubernetes Secret)",
+                )
+            )
+    if s.resources is not None:
+        if s.resources.memory is not None and not _QUANTITY.match(s.resources.memory):
+            issues.append(
+                SpecIssue(
+                    f"{where}.resources.memory",
+                    f"'{s.resources.memory}' is not a quantity like 512Mi or 4Gi",
+                )
+            )
+        if s.resources.cpu is not None and not _CPU.match(str(s.resources.cpu)):
+            issues.append(
+                SpecIssue(f"{where}.resources.cpu", f"'{s.resources.cpu}' is not like 2 or 500m")
+            )
+    if target == "local":
+        for field in ("secrets", "volumes", "kubernetes", "hpc"):
+            if getattr(s, field):
+                issues.append(
+                    SpecIssue(f"{where}.{field}", "only for the kubernetes and interlink targets")
+                )
+        return issues
+    bad = _image_issue(spec.image_of(s))
+    if bad:
+        issues.append(SpecIssue(f"{where}.image", bad))
+    hpc = s.hpc or spec.defaults.hpc
+    if hpc is not None and hpc.walltime is not None and not _WALLTIME.match(hpc.walltime):
+        issues.append(
+            SpecIssue(f"{where}.hpc.walltime", f"'{hpc.walltime}' is not HH:MM:SS or D-HH:MM:SS")
+        )
+    if target == "kubernetes" and s.hpc is not None:
+        issues.append(SpecIssue(f"{where}.hpc", "only for the interlink target"))
+    if target == "interlink":
+        for k, v in enumerate(s.volumes):
+            if v.type not in _INTERLINK_VOLUMES:
+                issues.append(
+                    SpecIssue(
+                        f"{where}.volumes[{k}].type",
+                        f"interLink serves only {', '.join(sorted(_INTERLINK_VOLUMES))} volumes, "
+                        f"not {v.type}",
+                    )
+                )
+    return issues
+
+
+def _semantic_issues(spec: WorkflowSpec, base_dir: Path | None = None) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    for i, s in enumerate(spec.steps):
+        issues += _step_issues(spec, i, s, base_dir)
     for name, p in spec.params.items():
         issues += _check_param(name, p)
     ids = [s.id for s in spec.steps]
@@ -352,7 +525,8 @@ def parse_spec(text: str, source: str = "<spec>") -> WorkflowSpec:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as e:
         raise SpecError(source, _pydantic_issues(e)) from e
-    issues = _semantic_issues(spec)
+    base_dir = Path(source).resolve().parent if not source.startswith("<") else None
+    issues = _semantic_issues(spec, base_dir)
     if issues:
         raise SpecError(source, issues)
     return spec

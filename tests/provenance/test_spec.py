@@ -142,3 +142,49 @@ def test_json_schema_is_generated_from_the_model() -> None:
     schema = spec_json_schema()
     assert "steps" in schema["properties"]
     assert schema["additionalProperties"] is False
+
+
+def _kube(**step: object) -> dict:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["steps"][0].update({"target": "interlink", "image": "ghcr.io/x/drought:1.0", **step})
+    return data
+
+
+def test_image_without_tag_or_digest_is_refused_off_the_laptop() -> None:
+    issues = _issues(_kube(image="ghcr.io/x/drought"))
+    assert any(
+        i.startswith("steps[0].image: image 'ghcr.io/x/drought' has neither") for i in issues
+    )
+    parse_spec(yaml.safe_dump(_kube(image="ghcr.io/x/drought@sha256:" + "a" * 64)))
+
+
+def test_interlink_refuses_volumes_it_cannot_serve() -> None:
+    vol = {"name": "data", "type": "persistentVolumeClaim", "mount_path": "/d", "source": "c"}
+    issues = _issues(_kube(volumes=[vol]))
+    assert any(i.startswith("steps[0].volumes[0].type: interLink serves only") for i in issues)
+
+
+def test_walltime_and_memory_formats() -> None:
+    issues = _issues(_kube(hpc={"walltime": "2 hours"}, resources={"memory": "4 GB"}))
+    assert any(i.startswith("steps[0].hpc.walltime") for i in issues)
+    assert any(i.startswith("steps[0].resources.memory: '4 GB' is not a quantity") for i in issues)
+    parse_spec(yaml.safe_dump(_kube(hpc={"walltime": "1-02:00:00"}, resources={"memory": "4Gi"})))
+
+
+def test_secret_written_inline_in_env_is_refused() -> None:
+    issues = _issues(_with(s0__env={"API_TOKEN": "hunter2"}))
+    assert any(i.startswith("steps[0].env.API_TOKEN: looks like a secret") for i in issues)
+
+
+def test_validation_suite_file_must_exist(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["steps"][0]["outputs"][0]["validation"] = {"suite": "suites/x.json", "on_failure": "warn"}
+    spec_file = tmp_path / "wf.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"validation.suite: suite file .*x.json does not exist"):
+        load_spec(spec_file)
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "x.json").write_text('{"name": "x", "expectations": []}')
+    load_spec(spec_file)
+    data["steps"][0]["outputs"][0]["validation"]["on_failure"] = "ignore"
+    assert any("on_failure" in i for i in _issues(data))
