@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import DAG, Param
 from twinprov_dags.operators import LocalStepOperator, PublishOperator
 
-from provenance.errors import SpecError, SpecIssue, TwinprovError
+from provenance.errors import TwinprovError
 from provenance.spec import PUBLISH_TASK_ID, WorkflowSpec, load_spec
 
 DAG_FILE = Path(__file__).with_name("twinprov_workflows.py")
@@ -40,13 +40,6 @@ def build_dag(spec_path: Path) -> DAG:
     """The Airflow DAG of one workflow spec; :class:`SpecError` if the spec is invalid."""
     spec_path = Path(spec_path).resolve()
     spec = load_spec(spec_path)
-    unsupported = [
-        SpecIssue(f"steps[{i}].target", f"target '{spec.target_of(s)}' is not available yet")
-        for i, s in enumerate(spec.steps)
-        if spec.target_of(s) != "local"
-    ]
-    if unsupported:
-        raise SpecError(str(spec_path), unsupported)
     dag = DAG(
         dag_id=spec.name,
         description=(spec.description.strip().splitlines() or [""])[0][:200],
@@ -62,17 +55,23 @@ def build_dag(spec_path: Path) -> DAG:
         },
     )
     dag.fileloc = str(DAG_FILE)
-    tasks: dict[str, LocalStepOperator] = {}
+    tasks: dict[str, Any] = {}
     with dag:
         for step in spec.topological_order():
-            extra = {} if step.retries is None else {"retries": step.retries}
-            op = LocalStepOperator(
-                task_id=step.id,
-                spec_path=str(spec_path),
-                step_id=step.id,
-                doc_md=step.description or None,
-                **extra,
-            )
+            extra: dict[str, Any] = {} if step.retries is None else {"retries": step.retries}
+            if step.description:
+                extra["doc_md"] = step.description
+            target = spec.target_of(step)
+            if target == "local":
+                op = LocalStepOperator(
+                    task_id=step.id, spec_path=str(spec_path), step_id=step.id, **extra
+                )
+            else:
+                from twinprov_dags.kube import kube_step_operator
+
+                op = kube_step_operator(
+                    spec, step, spec_path=str(spec_path), target=target, task_id=step.id, **extra
+                )
             for up in spec.upstream_of(step):
                 tasks[up] >> op
             tasks[step.id] = op
