@@ -36,10 +36,15 @@ def _doc(spec: WorkflowSpec, spec_path: Path) -> str:
     )
 
 
-def build_dag(spec_path: Path) -> DAG:
-    """The Airflow DAG of one workflow spec; :class:`SpecError` if the spec is invalid."""
+def build_dag(spec_path: Path, backend: str | None = None) -> DAG:
+    """The Airflow DAG of one workflow spec; :class:`SpecError` if the spec is invalid.
+
+    ``backend`` (local, kubernetes, interlink) overrides every step's target.
+    """
     spec_path = Path(spec_path).resolve()
     spec = load_spec(spec_path)
+    if backend is not None:
+        spec = spec.with_target(backend)
     dag = DAG(
         dag_id=spec.name,
         description=(spec.description.strip().splitlines() or [""])[0][:200],

@@ -56,7 +56,7 @@ class RunOutcome:
     state: str
 
 
-def load_workflow_dag(name: str) -> Any:
+def load_workflow_dag(name: str, backend: str | None = None) -> Any:
     """The DAG of a workflow by name (or spec path)."""
     from twinprov_dags.factory import WORKFLOWS_DIR, build_dag
 
@@ -72,14 +72,14 @@ def load_workflow_dag(name: str) -> Any:
 
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise RunNotFoundError(f"no workflow '{name}' (known: {', '.join(known) or 'none'})")
-    return build_dag(path)
+    return build_dag(path, backend)
 
 
-def run_workflow(name: str, params: dict[str, Any]) -> RunOutcome:
+def run_workflow(name: str, params: dict[str, Any], backend: str | None = None) -> RunOutcome:
     """Run a workflow once through ``dag.test()`` and return how it ended."""
     prepare_environment()
     ensure_database()
-    dag = load_workflow_dag(name)
+    dag = load_workflow_dag(name, backend)
     dr = dag.test(run_conf=params or None)
     state = str(getattr(dr.state, "value", dr.state))
     return RunOutcome(dag.dag_id, dr.run_id, state)

@@ -220,13 +220,15 @@ def cmd_validate_spec(ns: argparse.Namespace) -> int:
     return status
 
 
-def _drive(workflow: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _drive(
+    workflow: str, params: dict[str, Any], backend: str | None = None
+) -> tuple[Any, dict[str, Any]]:
     from twinprov_dags.runner import run_workflow
 
     settings = _settings()
     # Airflow's and the steps' logs go to stderr: they must not mix with our output
     with err.status(f"running {workflow} through Airflow…", spinner="dots"), _stdout_to_stderr():
-        outcome = run_workflow(workflow, params)
+        outcome = run_workflow(workflow, params, backend)
     rec = Ledger(settings.ledger_url).run(outcome.dag_id, outcome.run_id)
     if rec is None:
         raise TwinprovError(
@@ -261,7 +263,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     params = _coerce_params(ns.workflow, ns.param)
-    outcome, summary = _drive(ns.workflow, params)
+    outcome, summary = _drive(ns.workflow, params, ns.backend)
     if ns.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -221,6 +221,18 @@ class WorkflowSpec(_Model):
     params: dict[str, Param] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1)
 
+    def with_target(self, target: Target) -> WorkflowSpec:
+        """The same workflow with every step on ``target`` (re-checked: images may be needed)."""
+        data = self.model_dump(by_alias=True, exclude_none=True)
+        data["defaults"]["target"] = target
+        for step in data["steps"]:
+            step.pop("target", None)
+        spec = WorkflowSpec.model_validate(data)
+        issues = _semantic_issues(spec)
+        if issues:
+            raise SpecError(f"{self.name} on {target}", issues)
+        return spec
+
     def step(self, step_id: str) -> Step:
         """The step with this id."""
         for s in self.steps:

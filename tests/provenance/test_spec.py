@@ -188,3 +188,11 @@ def test_validation_suite_file_must_exist(tmp_path: Path) -> None:
     load_spec(spec_file)
     data["steps"][0]["outputs"][0]["validation"]["on_failure"] = "ignore"
     assert any("on_failure" in i for i in _issues(data))
+
+
+def test_backend_override_rechecks_the_spec() -> None:
+    spec = parse_spec(yaml.safe_dump(BASE))
+    with pytest.raises(SpecError, match=r"steps\[0\].image: a container image is required"):
+        spec.with_target("kubernetes")
+    demo = load_spec(DEMO_SPEC).with_target("interlink")
+    assert {demo.target_of(s) for s in demo.steps} == {"interlink"}
