@@ -1,0 +1,324 @@
+"""STAC publication (pystac): geospatial outputs of a run become Items of a static catalog.
+
+One self-contained Catalog under ``TWINPROV_HOME/stac/``, one Collection per workflow, one Item
+per geospatial output of a run: bbox/geometry and time range read from the file, the data asset
+with ``file:checksum`` (multihash sha2-256) and ``file:size``, the ``processing`` extension
+(lineage, software, datetime), ``derived_from`` links to the Items of the step's inputs, a
+``describedby`` link to the run's RO-Crate, and a PNG quicklook as the ``thumbnail`` asset.
+Republishing a run replaces its Items (idempotent). Updates are serialized with a file lock and
+written to a temporary folder that is renamed into place.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PROCESSING_SCHEMA", "StacOutput", "geospatial_extent", "publish_items", "multihash"]
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pystac
+from pystac.extensions.file import FileExtension
+
+from ro_crates.errors import CrateError
+
+PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+_NETCDF = {"application/x-netcdf", "application/netcdf"}
+_LAT = ("lat", "latitude", "y")
+_LON = ("lon", "longitude", "x")
+
+
+class StacError(CrateError):
+    """An output cannot be described as a STAC Item (e.g. declared geospatial, but no lat/lon)."""
+
+
+@dataclass(frozen=True)
+class StacOutput:
+    """One output of one task try, as the STAC builder needs it."""
+
+    name: str
+    step: str
+    path: Path
+    sha256: str
+    size: int
+    media_type: str
+    input_sha256s: tuple[str, ...] = ()
+    geospatial: bool | None = None
+    """``True``: must be geospatial; ``None``: publish if the file has lat/lon coordinates."""
+
+
+@dataclass(frozen=True)
+class Extent:
+    """Where and when a gridded output is."""
+
+    bbox: tuple[float, float, float, float]
+    start: datetime | None
+    end: datetime | None
+    quicklook_var: str | None = None
+
+
+@dataclass(frozen=True)
+class StacResult:
+    """What :func:`publish_items` wrote."""
+
+    catalog: Path
+    items: dict[str, Path] = field(default_factory=dict)
+    """Output name → Item JSON path."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Output name → why it is not an Item."""
+
+
+def multihash(sha256_hex: str) -> str:
+    """A sha256 as a multihash string (``1220`` + hex), as ``file:checksum`` wants it."""
+    return "1220" + sha256_hex
+
+
+def geospatial_extent(path: Path, media_type: str) -> Extent | None:
+    """The bbox and time range of a NetCDF file with lat/lon coordinates; ``None`` otherwise."""
+    if media_type not in _NETCDF:
+        return None
+    import numpy as np
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path) as ds:
+            lat = next((ds[n] for n in _LAT if n in ds.coords), None)
+            lon = next((ds[n] for n in _LON if n in ds.coords), None)
+            if lat is None or lon is None:
+                return None
+            bbox = (
+                float(lon.min()),
+                float(lat.min()),
+                float(lon.max()),
+                float(lat.max()),
+            )
+            start = end = None
+            if "time" in ds.coords and ds["time"].size:
+                times = np.asarray(ds["time"].values).ravel()
+                if np.issubdtype(times.dtype, np.datetime64):
+                    start = _to_dt(times.min())
+                    end = _to_dt(times.max())
+            grid = [
+                v
+                for v in ds.data_vars
+                if {lat.name, lon.name} <= set(ds[v].dims) and ds[v].dtype.kind in "iuf"
+            ]
+            return Extent(bbox, start, end, grid[0] if grid else None)
+    except (OSError, ValueError) as e:
+        raise StacError(f"cannot read {path} for its extent: {e}") from e
+
+
+def _to_dt(value: Any) -> datetime:
+    import numpy as np
+
+    seconds = (np.datetime64(value, "s") - np.datetime64(0, "s")).astype(int)
+    return datetime.fromtimestamp(int(seconds), tz=UTC)
+
+
+def _quicklook(path: Path, var: str, dest: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import xarray as xr
+
+    with xr.open_dataset(path) as ds:
+        da = ds[var]
+        while da.ndim > 2:
+            da = da.isel({da.dims[0]: -1})
+        fig, ax = plt.subplots(figsize=(4, 3), dpi=80)
+        da.plot(ax=ax)  # type: ignore[call-arg]
+        ax.set_title(var)
+        fig.tight_layout()
+        fig.savefig(dest, format="png", metadata={"Software": None})
+        plt.close(fig)
+    return True
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _item_id(run_slug: str, output: str) -> str:
+    return f"{run_slug}__{output}"
+
+
+def publish_items(
+    stac_root: Path,
+    *,
+    dag_id: str,
+    run_id: str,
+    run_slug: str,
+    run_iri: str,
+    outputs: Sequence[StacOutput],
+    software: Mapping[str, str],
+    processed_at: datetime,
+    crate_metadata: Path | None = None,
+    description: str = "",
+) -> StacResult:
+    """Add (or replace) the run's Items in the catalog at ``stac_root``.
+
+    Raises :class:`StacError` for an output declared geospatial that has no lat/lon.
+    """
+    extents: dict[str, Extent] = {}
+    skipped: dict[str, str] = {}
+    for out in outputs:
+        ext = geospatial_extent(out.path, out.media_type) if out.path.is_file() else None
+        if ext is None:
+            if out.geospatial:
+                raise StacError(
+                    f"output '{out.name}' is declared geospatial but {out.path} has no "
+                    "lat/lon coordinates"
+                )
+            skipped[out.name] = "not geospatial" if out.path.is_file() else "file missing"
+            continue
+        if out.geospatial is False:
+            skipped[out.name] = "declared not geospatial"
+            continue
+        extents[out.name] = ext
+
+    with _locked(stac_root.parent / ".stac.lock"):
+        catalog_file = stac_root / "catalog.json"
+        if catalog_file.is_file():
+            catalog = pystac.Catalog.from_file(str(catalog_file))
+        else:
+            catalog = pystac.Catalog(
+                id="twinprov",
+                description="Outputs of digital-twin workflow runs recorded by twinprov",
+                title="twinprov runs",
+            )
+        collection = catalog.get_child(dag_id)
+        if collection is None:
+            collection = pystac.Collection(
+                id=dag_id,
+                description=description or f"Outputs of workflow {dag_id}",
+                extent=pystac.Extent(
+                    pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
+                    pystac.TemporalExtent([[processed_at, None]]),
+                ),
+                license="other",
+            )
+            catalog.add_child(collection)
+        assert isinstance(collection, pystac.Collection)
+        for out in outputs:  # replace this run's items: republishing is idempotent
+            existing = collection.get_item(_item_id(run_slug, out.name))
+            if existing is not None:
+                collection.remove_item(existing.id)
+
+        tmp_root = Path(tempfile.mkdtemp(prefix=".stac-", dir=stac_root.parent))
+        thumbs: dict[str, Path] = {}
+        by_sha: dict[str, pystac.Item] = {}
+        items: dict[str, pystac.Item] = {}
+        for out in outputs:
+            if out.name not in extents:
+                continue
+            ext = extents[out.name]
+            west, south, east, north = ext.bbox
+            geometry = {
+                "type": "Polygon",
+                "coordinates": [
+                    [[west, south], [east, south], [east, north], [west, north], [west, south]]
+                ],
+            }
+            props: dict[str, Any] = {
+                "title": f"{out.name} of {dag_id} run {run_id}",
+                "processing:lineage": (
+                    f"Generated by step '{out.step}' of twinprov workflow '{dag_id}', run "
+                    f"'{run_id}' (W3C PROV: {run_iri})"
+                ),
+                "processing:software": dict(software),
+                "processing:datetime": processed_at.isoformat(),
+                "twinprov:run": run_iri,
+            }
+            if ext.start and ext.end:
+                props["start_datetime"] = ext.start.isoformat()
+                props["end_datetime"] = ext.end.isoformat()
+            item = pystac.Item(
+                id=_item_id(run_slug, out.name),
+                geometry=geometry,
+                bbox=list(ext.bbox),
+                datetime=None if ext.start and ext.end else processed_at,
+                properties=props,
+                stac_extensions=[PROCESSING_SCHEMA],
+            )
+            asset = pystac.Asset(
+                href=str(out.path.resolve()),
+                media_type=out.media_type,
+                roles=["data"],
+                title=out.name,
+            )
+            item.add_asset("data", asset)
+            fe = FileExtension.ext(asset, add_if_missing=True)
+            fe.checksum = multihash(out.sha256)
+            fe.size = out.size
+            if crate_metadata is not None:
+                item.add_link(
+                    pystac.Link(
+                        rel="describedby",
+                        target=str(crate_metadata.resolve()),
+                        media_type="application/ld+json",
+                        title="RO-Crate (Provenance Run Crate) of the run",
+                    )
+                )
+            collection.add_item(item)
+            items[out.name] = item
+            by_sha[out.sha256] = item
+            if ext.quicklook_var:
+                thumbs[out.name] = out.path
+        for out in outputs:
+            item = items.get(out.name)
+            if item is None:
+                continue
+            for sha in out.input_sha256s:
+                src = by_sha.get(sha)
+                if src is not None and src is not item:
+                    item.add_link(pystac.Link(rel="derived_from", target=src))
+        collection.update_extent_from_items()
+        catalog.normalize_hrefs(str(tmp_root))
+        for name, data_path in thumbs.items():
+            item = items[name]
+            item_dir = Path(item.get_self_href() or "").parent
+            item_dir.mkdir(parents=True, exist_ok=True)
+            png = item_dir / "thumbnail.png"
+            _quicklook(data_path, extents[name].quicklook_var or "", png)
+            item.add_asset(
+                "thumbnail",
+                pystac.Asset(href=str(png), media_type=pystac.MediaType.PNG, roles=["thumbnail"]),
+            )
+        # carry over earlier runs' thumbnails (saving only writes JSON)
+        if stac_root.is_dir():
+            for png in stac_root.rglob("thumbnail.png"):
+                target = tmp_root / png.relative_to(stac_root)
+                if not target.exists() and target.parent.is_dir():
+                    shutil.copy2(png, target)
+        catalog.make_all_asset_hrefs_relative()
+        for item in items.values():  # data assets stay absolute (they live in the run folder)
+            item.assets["data"].href = str(
+                next(o.path.resolve() for o in outputs if _item_id(run_slug, o.name) == item.id)
+            )
+        catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+        old = stac_root.with_name(stac_root.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if stac_root.exists():
+            os.replace(stac_root, old)
+        os.replace(tmp_root, stac_root)
+        shutil.rmtree(old, ignore_errors=True)
+        paths = {
+            name: stac_root / Path(item.get_self_href() or "").relative_to(tmp_root)
+            for name, item in items.items()
+        }
+    return StacResult(catalog=stac_root / "catalog.json", items=paths, skipped=skipped)
