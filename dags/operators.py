@@ -39,6 +39,26 @@ def step_values(
     return values
 
 
+def mlflow_environment(settings: Settings, ti: Any, log: Any) -> dict[str, str]:
+    """Tracking URI, experiment and identity for a step that logs to MLflow."""
+    from provenance.ids import Ids
+    from ro_crates.mlflow_links import ensure_experiment, step_environment
+
+    try:
+        ensure_experiment(settings.mlflow_tracking_uri, ti.dag_id, settings.mlflow_artifacts)
+    except Exception as e:  # the step may still run; its MLflow logging will say what is wrong
+        log.warning("MLflow at %s unavailable: %s", settings.mlflow_tracking_uri, e)
+    return step_environment(
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment=ti.dag_id,
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        try_number=int(ti.try_number),
+        run_iri=Ids(settings.base_iri).run(ti.dag_id, ti.run_id),
+    )
+
+
 class LocalStepOperator(BaseOperator):
     """Runs one workflow step as a subprocess in the run workspace (the embedded default).
 
@@ -91,6 +111,8 @@ class LocalStepOperator(BaseOperator):
         }
         env = dict(os.environ)
         env.update({k: render(v, values) for k, v in step.env.items()})
+        if step.mlflow:
+            env.update(mlflow_environment(settings, ti, self.log))
         cmd = [
             sys.executable,
             stepwrap.__file__,

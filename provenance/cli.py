@@ -29,12 +29,13 @@ DEMO_WORKFLOW = "drought_early_warning"
 
 LINEAGE_QUERY = """\
 PREFIX prov: <http://www.w3.org/ns/prov#>
+PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
 PREFIX tp: <urn:twinprov:vocab#>
 SELECT ?step ?output ?sha256 ?input WHERE {
   GRAPH <%(graph)s> {
     ?act a tp:TaskTry ; tp:taskId ?step ; tp:state "success" .
-    ?out prov:wasGeneratedBy ?act ; prov:label ?output ; tp:sha256 ?sha256 .
-    OPTIONAL { ?out prov:wasDerivedFrom ?in . ?in prov:label ?input }
+    ?out prov:wasGeneratedBy ?act ; rdfs:label ?output ; tp:sha256 ?sha256 .
+    OPTIONAL { ?out prov:wasDerivedFrom ?in . ?in rdfs:label ?input }
   }
 } ORDER BY ?step ?output ?input
 """
@@ -144,9 +145,13 @@ def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
         "prov": fresh.publication.get("files", {}),
         "graph": fresh.publication.get("graph"),
         "validations": [],
-        "crate": None,
-        "stac_items": [],
-        "mlflow_runs": [],
+        "crate": fresh.publication.get("crate"),
+        "stac_items": sorted((fresh.publication.get("stac_items") or {}).values()),
+        "mlflow_runs": [
+            {k: m.get(k) for k in ("run_id", "uri", "task_id", "try_number", "metrics", "models")}
+            for m in fresh.publication.get("mlflow_runs") or []
+        ],
+        "gaps": fresh.publication.get("gaps") or {},
         "verdict": None,
     }
 

@@ -50,11 +50,24 @@ class Settings:
     ledger_url: str
     store_path: Path
     base_iri: str
+    mlflow_tracking_uri: str = ""
+    crate_copy_threshold: int = 10 * 1024**2
+    """Outputs up to this size are copied into crates; larger ones are referenced."""
 
     @property
     def runs_dir(self) -> Path:
         """Folder holding one sub-folder per recorded run."""
         return self.home / "runs"
+
+    @property
+    def stac_dir(self) -> Path:
+        """The static STAC catalog of every run's geospatial outputs."""
+        return self.home / "stac"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """Artifact root of experiments twinprov creates in the embedded MLflow store."""
+        return self.home / "mlartifacts"
 
     @property
     def spool_dir(self) -> Path:
@@ -68,9 +81,13 @@ class Settings:
         ledger = _cfg_value("ledger_url") or f"sqlite:///{home / 'ledger.sqlite'}"
         store = _cfg_value("store_path")
         base = _cfg_value("base_iri") or DEFAULT_BASE_IRI
+        mlflow = _cfg_value("mlflow_tracking_uri") or f"sqlite:///{home / 'mlflow.db'}"
+        threshold = _cfg_value("crate_copy_threshold")
         return cls(
             home=home,
             ledger_url=ledger,
             store_path=Path(store).expanduser().resolve() if store else home / "graph-store",
             base_iri=base,
+            mlflow_tracking_uri=mlflow,
+            crate_copy_threshold=int(threshold) if threshold else 10 * 1024**2,
         )

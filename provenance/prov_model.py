@@ -56,6 +56,8 @@ class RunFacts:
     info: Mapping[str, Any]
     state: str
     end: str | None = None
+    mlflow_runs: Sequence[Mapping[str, Any]] = ()
+    """MLflow runs the steps created (``MlflowRunRecord.to_dict()`` shapes)."""
 
 
 def collapse_tries(events: Iterable[TaskEvent]) -> list[StepTry]:
@@ -225,7 +227,46 @@ class _Builder:
         previous: dict[tuple[str, int], QualifiedName] = {}
         for t in sorted(tries, key=lambda x: (x.task_id, x.map_index, x.try_number)):
             self._task(run_qn, t, previous)
+        for m in f.mlflow_runs:
+            self._mlflow(m)
         return self.doc
+
+    def _mlflow(self, m: Mapping[str, Any]) -> None:
+        f, tp = self.facts, self.t
+        run_local = self.ids.run_local(f.dag_id, f.run_id)
+        qn = self.run_ns[f"{run_local}/mlflow/{m['run_id']}"]
+        attrs: dict[Any, Any] = {
+            PROV_TYPE: tp("MlflowRun"),
+            PROV_LABEL: str(m.get("name") or m["run_id"]),
+            PROV_LOCATION: f"runs:/{m['run_id']}",
+            tp("mlflowRunId"): str(m["run_id"]),
+            tp("mlflowExperimentId"): str(m.get("experiment_id", "")),
+            tp("trackingUri"): str(m.get("tracking_uri", "")),
+        }
+        self.doc.activity(qn, _dt(m.get("start")), _dt(m.get("end")), attrs)
+        task = self.run_ns[
+            self.ids.task_local(
+                f.dag_id, f.run_id, str(m.get("task_id")), -1, int(m.get("try_number") or 0)
+            )
+        ]
+        self.doc.wasInformedBy(qn, task)
+        for name, value in sorted((m.get("metrics") or {}).items()):
+            mq = self.run_ns[f"{run_local}/mlflow/{m['run_id']}/metric/{name}"]
+            self.doc.entity(
+                mq, {PROV_TYPE: tp("Metric"), PROV_LABEL: name, PROV_VALUE: float(value)}
+            )
+            self.doc.wasGeneratedBy(mq, qn)
+        for model in m.get("models") or []:
+            mq = self.run_ns[f"{run_local}/mlflow/model/{model['model_id']}"]
+            self.doc.entity(
+                mq,
+                {
+                    PROV_TYPE: tp("Model"),
+                    PROV_LABEL: str(model.get("name") or model["model_id"]),
+                    PROV_LOCATION: str(model.get("uri", "")),
+                },
+            )
+            self.doc.wasGeneratedBy(mq, qn)
 
     def _task(
         self,

@@ -24,16 +24,17 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prov.model import ProvDocument
 
 from provenance.config import Settings
-from provenance.errors import PublishError, RunNotFoundError, StoreError
+from provenance.errors import PublishError, RunNotFoundError, StoreError, TwinprovError
 from provenance.ids import Ids
-from provenance.ledger import Ledger, TaskEvent
+from provenance.ledger import Ledger, RunRecord, TaskEvent
 from provenance.prov_model import RunFacts, build_document, collapse_tries, run_state
 from provenance.store import EmbeddedStore
-from provenance.workspace import run_dir
+from provenance.workspace import run_dir, run_slug
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class Publication:
     triples: int | None = None
     store_error: str | None = None
     tries: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
+    gaps: dict[str, str] = field(default_factory=dict)
+    """Stages that could not be done now (e.g. MLflow unreachable), with the reason."""
 
 
 def _step_events(events: list[TaskEvent]) -> list[TaskEvent]:
@@ -101,12 +103,94 @@ def build_run_document(settings: Settings, dag_id: str, run_id: str) -> tuple[Pr
     events = _step_events(ledger.events(dag_id, run_id))
     state = run_state(collapse_tries(events))
     end = rec.ended if rec.state == state and rec.ended else None
-    facts = RunFacts(dag_id, run_id, rec.info, state, end)
+    mlflow_runs = rec.publication.get("mlflow_runs") or ()
+    facts = RunFacts(dag_id, run_id, rec.info, state, end, mlflow_runs)
     return build_document(Ids(settings.base_iri), facts, events), state
 
 
+def _latest_tries(tries: list[Any]) -> list[Any]:
+    last: dict[tuple[str, int], Any] = {}
+    for t in tries:
+        key = (t.task_id, t.map_index)
+        if key not in last or t.try_number > last[key].try_number:
+            last[key] = t
+    return list(last.values())
+
+
+def _stac_stage(
+    settings: Settings, spec: Any, rec: RunRecord, tries: list[Any], ended: str, graph: str
+) -> dict[str, str]:
+    from provenance import __version__
+    from ro_crates.stac import StacOutput, publish_items
+
+    declared: dict[str, bool | None] = {}
+    if spec is not None:
+        declared = {o.name: o.geospatial for s in spec.steps for o in s.outputs}
+    outputs = []
+    for t in _latest_tries(tries):
+        if t.state != "success":
+            continue
+        ins = tuple(str(i["sha256"]) for i in t.manifest.get("inputs") or [] if i.get("sha256"))
+        for o in t.manifest.get("outputs") or []:
+            if not o.get("sha256"):
+                continue
+            outputs.append(
+                StacOutput(
+                    name=str(o["name"]),
+                    step=t.task_id,
+                    path=Path(str(o.get("abs_path") or o["path"])),
+                    sha256=str(o["sha256"]),
+                    size=int(o.get("size") or 0),
+                    media_type=str(o.get("media_type") or "application/octet-stream"),
+                    input_sha256s=ins,
+                    geospatial=declared.get(str(o["name"])),
+                )
+            )
+    if not outputs:
+        return {}
+    result = publish_items(
+        settings.stac_dir,
+        dag_id=rec.dag_id,
+        run_id=rec.run_id,
+        run_slug=run_slug(rec.run_id),
+        run_iri=graph,
+        outputs=outputs,
+        software={
+            "twinprov": __version__,
+            "apache-airflow": str(rec.info.get("airflow_version", "unknown")),
+        },
+        processed_at=datetime.fromisoformat(ended),
+        crate_metadata=crate_dir(settings, rec.dag_id, rec.run_id) / "ro-crate-metadata.json",
+        description=spec.description if spec is not None else "",
+    )
+    return {name: str(path) for name, path in sorted(result.items.items())}
+
+
+def crate_dir(settings: Settings, dag_id: str, run_id: str) -> Path:
+    """Folder of a run's RO-Crate."""
+    return run_dir(settings.runs_dir, dag_id, run_id) / "crate"
+
+
+def _spec_of(rec: RunRecord) -> Any:
+    from provenance.spec import load_spec
+
+    path = rec.info.get("spec_path")
+    if not path or not Path(str(path)).is_file():
+        return None
+    try:
+        return load_spec(str(path))
+    except TwinprovError:
+        return None
+
+
 def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
-    """Publish one run: PROV files under the run folder, the ledger updated, the store loaded."""
+    """Publish one run: PROV files under the run folder, the ledger updated, the store loaded,
+    STAC Items and MLflow links.
+
+    Only the PROV files and the ledger are essential; every later stage that fails (MLflow
+    unreachable, an output that vanished…) is recorded as a gap of the publication, which
+    ``twinprov publish RUN`` fills in later.
+    """
     ledger = Ledger(settings.ledger_url)
     ledger.ingest_spool(settings.spool_dir)
     rec = ledger.run(dag_id, run_id)
@@ -116,14 +200,26 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
     tries = collapse_tries(events)
     state = run_state(tries)
     ended = datetime.now(UTC).isoformat()
-    doc = build_document(
-        Ids(settings.base_iri), RunFacts(dag_id, run_id, rec.info, state, ended), events
-    )
+    graph = Ids(settings.base_iri).run(dag_id, run_id)
+    spec = _spec_of(rec)
+    gaps: dict[str, str] = {}
+
+    mlflow_runs: list[dict[str, Any]] = []
+    if spec is not None and any(s.mlflow for s in spec.steps):
+        try:
+            from ro_crates.mlflow_links import find_runs
+
+            mlflow_runs = [r.to_dict() for r in find_runs(settings.mlflow_tracking_uri, graph)]
+        except Exception as e:
+            gaps["mlflow"] = f"MLflow at {settings.mlflow_tracking_uri} unreachable: {e}"
+            log.warning("twinprov: %s", gaps["mlflow"])
+
+    facts = RunFacts(dag_id, run_id, rec.info, state, ended, mlflow_runs)
+    doc = build_document(Ids(settings.base_iri), facts, events)
     texts = {PROV_FORMATS[f]: _serialize(doc, f) for f in PROV_FORMATS}
     files = _write_atomically(run_dir(settings.runs_dir, dag_id, run_id) / "prov", texts)
     digest = hashlib.sha256(texts[PROV_FORMATS["provjson"]].encode()).hexdigest()
-    graph = Ids(settings.base_iri).run(dag_id, run_id)
-    publication = {"files": files, "graph": graph}
+    publication: dict[str, Any] = {"files": files, "graph": graph, "mlflow_runs": mlflow_runs}
     ledger.update_run(
         dag_id,
         run_id,
@@ -133,6 +229,29 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         published_digest=digest,
         publication=publication,
     )
+
+    try:
+        publication["stac_items"] = _stac_stage(settings, spec, rec, tries, ended, graph)
+    except Exception as e:
+        gaps["stac"] = f"{type(e).__name__}: {e}"
+        log.warning("twinprov: STAC not published: %s", gaps["stac"])
+
+    if mlflow_runs:
+        try:
+            from ro_crates.mlflow_links import tag_back
+
+            crate = crate_dir(settings, dag_id, run_id)
+            tag_back(
+                settings.mlflow_tracking_uri,
+                [m["run_id"] for m in mlflow_runs],
+                crate=str(crate) if crate.is_dir() else None,
+                prov_run=graph,
+            )
+        except Exception as e:
+            gaps["mlflow_tags"] = f"{type(e).__name__}: {e}"
+    publication["gaps"] = gaps
+    ledger.update_run(dag_id, run_id, publication=publication)
+
     triples, err = None, None
     try:
         with EmbeddedStore(settings.store_path).open() as store:
@@ -141,7 +260,9 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
     except StoreError as e:
         err = str(e)
         log.warning("twinprov: %s; the run stays pending for the graph store", err)
-    return Publication(dag_id, run_id, state, graph, files, digest, triples, err, len(tries))
+    return Publication(
+        dag_id, run_id, state, graph, files, digest, triples, err, len(tries), gaps=gaps
+    )
 
 
 def catch_up(settings: Settings, store: EmbeddedStore) -> int:

@@ -192,6 +192,8 @@ class Step(_Model):
     kubernetes: Kubernetes | None = None
     hpc: Hpc | None = None
     volumes: list[Volume] = Field(default_factory=list)
+    mlflow: bool = False
+    """The step logs to MLflow: it gets a tracking URI, an experiment and its identity."""
 
 
 class Defaults(_Model):

@@ -44,10 +44,11 @@ def test_run_succeeds_and_outputs_match_disk(demo: tuple[Path, dict]) -> None:
     assert [s["task_id"] for s in summary["steps"]] == [
         "generate_precipitation",
         "compute_spi",
+        "forecast_spi",
         "classify_hazard",
     ]
     outputs = [o for s in summary["steps"] for o in s["outputs"]]
-    assert len(outputs) == 4
+    assert len(outputs) == 5
     for o in outputs:
         data = Path(o["path"]).read_bytes()
         assert Path(o["path"]).is_absolute() and str(home) in o["path"]
@@ -141,3 +142,69 @@ def test_every_twinprov_term_is_in_the_vocabulary(demo: tuple[Path, dict]) -> No
     graph = rdflib.Graph().parse(summary["prov"]["prov.ttl"])
     used = {str(t) for triple in graph for t in triple if str(t).startswith("urn:twinprov:vocab#")}
     assert used and used <= defined, sorted(used - defined)
+
+
+def test_demo_lineage_query_answers(demo: tuple[Path, dict]) -> None:
+    from provenance.cli import LINEAGE_QUERY
+
+    home, summary = demo
+    res = _query(home, LINEAGE_QUERY % {"graph": summary["graph"]})
+    rows = {(b["step"]["value"], b["output"]["value"]) for b in res["results"]["bindings"]}
+    assert ("compute_spi", "spi") in rows and ("classify_hazard", "hazard_map") in rows
+
+
+def test_mlflow_run_found_recorded_and_tagged_back(demo: tuple[Path, dict]) -> None:
+    """The forecast step's MLflow run (real MLflow, SQLite store under TWINPROV_HOME)."""
+    from mlflow import MlflowClient
+
+    home, summary = demo
+    (m,) = summary["mlflow_runs"]
+    assert m["task_id"] == "forecast_spi" and m["try_number"] == 1
+    assert {"rmse", "r2", "persistence_rmse"} <= set(m["metrics"])
+    assert m["models"] and m["models"][0]["uri"].startswith("models:/")
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    tags = client.get_run(m["run_id"]).data.tags
+    assert tags["twinprov.run_iri"] == summary["graph"] == tags["twinprov.prov_run"]
+    assert tags["twinprov.task_id"] == "forecast_spi"
+    res = _query(
+        home,
+        f"""
+        PREFIX prov: <http://www.w3.org/ns/prov#>
+        PREFIX tp: <urn:twinprov:vocab#>
+        SELECT ?step ?rmse WHERE {{
+          ?ml a tp:MlflowRun ; tp:mlflowRunId "{m["run_id"]}" ; prov:wasInformedBy/tp:taskId ?step .
+          ?metric prov:wasGeneratedBy ?ml ; a tp:Metric ; rdfs:label "rmse" ; prov:value ?rmse }}""",
+    )
+    (row,) = res["results"]["bindings"]
+    assert row["step"]["value"] == "forecast_spi"
+    assert abs(float(row["rmse"]["value"]) - m["metrics"]["rmse"]) < 1e-9
+
+
+def test_stac_items_validate_and_link_lineage(demo: tuple[Path, dict]) -> None:
+    """STAC Items of the gridded outputs, validated against pystac's bundled core schemas."""
+    import pystac
+    from pystac.validation import RegisteredValidator
+
+    home, summary = demo
+    assert len(summary["stac_items"]) == 3  # precipitation, spi, hazard map (not the CSV/JSON)
+    validator = RegisteredValidator.get_validator()
+    by_name = {}
+    for path in summary["stac_items"]:
+        item = pystac.Item.from_file(path)
+        d = item.to_dict()
+        validator.validate_core(d, pystac.STACObjectType.ITEM, d["stac_version"], path)
+        by_name[item.assets["data"].title] = item
+        sha = next(
+            o["sha256"]
+            for s in summary["steps"]
+            for o in s["outputs"]
+            if o["name"] == item.assets["data"].title
+        )
+        assert item.assets["data"].extra_fields["file:checksum"] == "1220" + sha
+        assert item.properties["processing:lineage"].count(summary["run_id"]) == 1
+        assert "thumbnail" in item.assets
+        assert 5 <= item.bbox[0] < item.bbox[2] <= 17  # the Alps
+    derived = {link.get_href() for link in by_name["hazard_map"].get_links("derived_from")}
+    assert any("__spi" in h for h in derived) and any("__precipitation" in h for h in derived)
+    catalog = pystac.Catalog.from_file(str(home / "stac" / "catalog.json"))
+    assert catalog.get_child("drought_early_warning") is not None

@@ -49,6 +49,7 @@ def test_demo_spec_is_valid() -> None:
     assert [s.id for s in spec.topological_order()] == [
         "generate_precipitation",
         "compute_spi",
+        "forecast_spi",
         "classify_hazard",
     ]
     assert spec.params["fault"].enum == ["none", "nan", "nondeterministic"]
