@@ -81,8 +81,8 @@ def test_sparql_which_runs_used_an_entity(demo: tuple[Path, dict]) -> None:
              prov:wasInformedBy ?r ; tp:taskId ?step .
           ?r tp:runId ?run }}""",
     )
-    rows = [(b["run"]["value"], b["step"]["value"]) for b in res["results"]["bindings"]]
-    assert rows == [(summary["run_id"], "classify_hazard")]
+    rows = {(b["run"]["value"], b["step"]["value"]) for b in res["results"]["bindings"]}
+    assert rows == {(summary["run_id"], "classify_hazard"), (summary["run_id"], "forecast_spi")}
     assert res["head"]["vars"] == ["run", "step"]  # SPARQL 1.1 Query Results JSON
 
 
@@ -171,9 +171,11 @@ def test_mlflow_run_found_recorded_and_tagged_back(demo: tuple[Path, dict]) -> N
         f"""
         PREFIX prov: <http://www.w3.org/ns/prov#>
         PREFIX tp: <urn:twinprov:vocab#>
+        PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
         SELECT ?step ?rmse WHERE {{
           ?ml a tp:MlflowRun ; tp:mlflowRunId "{m["run_id"]}" ; prov:wasInformedBy/tp:taskId ?step .
-          ?metric prov:wasGeneratedBy ?ml ; a tp:Metric ; rdfs:label "rmse" ; prov:value ?rmse }}""",
+          ?metric prov:wasGeneratedBy ?ml ; a tp:Metric ;
+                  rdfs:label "rmse" ; prov:value ?rmse }}""",
     )
     (row,) = res["results"]["bindings"]
     assert row["step"]["value"] == "forecast_spi"
