@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param
-from twinprov_dags.operators import LocalStepOperator, PublishOperator
+from twinprov_dags.operators import LocalStepOperator, PublishOperator, ValidateOutputOperator
 
 from provenance.errors import TwinprovError
 from provenance.spec import PUBLISH_TASK_ID, WorkflowSpec, load_spec
@@ -61,6 +61,7 @@ def build_dag(spec_path: Path, backend: str | None = None) -> DAG:
     )
     dag.fileloc = str(DAG_FILE)
     tasks: dict[str, Any] = {}
+    checks: dict[tuple[str, str], ValidateOutputOperator] = {}
     with dag:
         for step in spec.topological_order():
             extra: dict[str, Any] = {} if step.retries is None else {"retries": step.retries}
@@ -79,10 +80,27 @@ def build_dag(spec_path: Path, backend: str | None = None) -> DAG:
                 )
             for up in spec.upstream_of(step):
                 tasks[up] >> op
+            # a consumer of a checked output waits for its validation
+            for inp in step.inputs:
+                src, _, name = inp.from_.partition(".")
+                if (src, name) in checks:
+                    checks[(src, name)] >> op
             tasks[step.id] = op
+            for o in step.outputs:
+                if o.validation is not None:
+                    check = ValidateOutputOperator(
+                        task_id=f"validate_{step.id}_{o.name}",
+                        spec_path=str(spec_path),
+                        step_id=step.id,
+                        output_name=o.name,
+                        doc_md=f"Great Expectations check of `{o.name}` "
+                        f"(on failure: {o.validation.on_failure}).",
+                    )
+                    op >> check
+                    checks[(step.id, o.name)] = check
         publish = PublishOperator(task_id=PUBLISH_TASK_ID, trigger_rule="all_done", retries=2)
         publish.as_teardown()
-        list(tasks.values()) >> publish
+        [*tasks.values(), *checks.values()] >> publish
     return dag
 
 

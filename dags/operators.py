@@ -172,3 +172,123 @@ class PublishOperator(BaseOperator):
         else:
             self.log.info("graph %s: %s triples", pub.graph, pub.triples)
         return {"state": pub.state, "files": pub.files, "graph": pub.graph}
+
+
+def producer_output(
+    settings: Settings, dag_id: str, run_id: str, step_id: str, output: str
+) -> dict:
+    """The output record (path, sha256, …) of the producer's latest successful try, from the
+    ledger — the bytes the validation must be about."""
+    from provenance.ledger import Ledger
+    from provenance.prov_model import collapse_tries
+
+    tries = [
+        t
+        for t in collapse_tries(Ledger(settings.ledger_url).events(dag_id, run_id))
+        if t.task_id == step_id and t.state == "success"
+    ]
+    if not tries:
+        raise AirflowException(f"no successful try of {step_id} in the ledger for run {run_id}")
+    last = max(tries, key=lambda t: t.try_number)
+    for o in last.manifest.get("outputs") or []:
+        if o.get("name") == output:
+            return dict(o)
+    raise AirflowException(f"{step_id}'s manifest has no output '{output}'")
+
+
+class ValidateOutputOperator(BaseOperator):
+    """Checks one output with its Great Expectations suite, bound to the output's sha256.
+
+    Policy ``fail``: a failed check fails this task, so steps that consume the output do not run
+    (the publish task still publishes the failure). ``warn``: the verdict is recorded, the run
+    goes on. Either way the verdict is provenance (the listener records ``twinprov_facts``).
+    """
+
+    ui_color = "#fce5cd"
+    twinprov_role = "validation"
+
+    def __init__(self, *, spec_path: str, step_id: str, output_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec_path = spec_path
+        self.step_id = step_id
+        self.output_name = output_name
+        self.twinprov_facts: dict[str, Any] = {}
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        import hashlib
+
+        from provenance.spec import load_spec
+        from provenance.workspace import run_dir
+        from validation import load_suite, validate_file
+
+        spec = load_spec(self.spec_path)
+        out = next(o for o in spec.step(self.step_id).outputs if o.name == self.output_name)
+        check = out.validation
+        assert check is not None
+        settings = Settings.load()
+        ti = context["ti"]
+        params = dict(context["params"])
+        values = {f"params.{k}": str(v) for k, v in params.items()}
+        if check.suite is not None:
+            suite_file = Path(self.spec_path).parent / render(check.suite, values)
+            suite = load_suite(suite_file=suite_file, name=f"{self.step_id}.{self.output_name}")
+            suite_ref = str(suite_file)
+        else:
+            suite = load_suite(inline=check.expectations, name=f"{self.step_id}.{self.output_name}")
+            suite_ref = "inline"
+        produced = producer_output(settings, ti.dag_id, ti.run_id, self.step_id, self.output_name)
+        self.twinprov_facts = {
+            "validation": {
+                "output": self.output_name,
+                "step": self.step_id,
+                "sha256": produced.get("sha256"),
+                "policy": check.on_failure,
+                "suite": suite_ref,
+                "success": False,
+                "error": "validation did not finish",
+            }
+        }
+        record = validate_file(
+            Path(str(produced.get("abs_path") or produced["path"])),
+            output=self.output_name,
+            media_type=out.media_type,
+            suite=suite,
+            expected_sha256=produced.get("sha256"),
+        )
+        folder = run_dir(settings.runs_dir, ti.dag_id, ti.run_id) / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        report = folder / f"{self.step_id}.{self.output_name}.try{ti.try_number}.json"
+        text = json.dumps(record.to_dict(), indent=2, sort_keys=True)
+        report.write_text(text, encoding="utf-8")
+        summary = {k: v for k, v in record.to_dict().items() if k not in ("result",)}
+        summary.update(
+            step=self.step_id,
+            policy=check.on_failure,
+            suite=suite_ref,
+            suite_sha256=suite.digest,
+            report=str(report),
+            report_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        )
+        self.twinprov_facts = {"validation": summary}
+        verdict = "skipped" if record.skipped else ("passed" if record.success else "failed")
+        self.log.info(
+            "%s.%s (sha256 %s…): %s — %d/%d expectations met%s",
+            self.step_id,
+            self.output_name,
+            (record.sha256 or "?")[:12],
+            verdict,
+            record.successful,
+            record.evaluated,
+            f"; failed: {', '.join(record.failed_expectations)}"
+            if record.failed_expectations
+            else "",
+        )
+        if record.skipped:
+            self.log.warning("not validated: %s", record.skip_reason)
+        elif not record.success:
+            why = record.error or ", ".join(record.failed_expectations)
+            if check.on_failure == "fail":
+                name = f"{self.step_id}.{self.output_name}"
+                raise AirflowException(f"validation of {name} failed: {why}")
+            self.log.warning("validation failed (policy warn, the run goes on): %s", why)
+        return {"verdict": verdict, "report": str(report)}

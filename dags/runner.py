@@ -56,17 +56,23 @@ class RunOutcome:
     state: str
 
 
-def load_workflow_dag(name: str, backend: str | None = None) -> Any:
-    """The DAG of a workflow by name (or spec path)."""
-    from twinprov_dags.factory import WORKFLOWS_DIR, build_dag
-
+def workflow_path(name: str) -> Path:
+    """The spec file of a workflow named by name (in the workflows folder) or by path."""
     path = Path(name)
     if path.suffix:
+        return path
+    folder = Path(os.environ.get("TWINPROV_WORKFLOWS_DIR", DAGS_DIR / "workflows"))
+    return folder / f"{name}.yaml"
+
+
+def load_workflow_dag(name: str, backend: str | None = None) -> Any:
+    """The DAG of a workflow by name (or spec path)."""
+    from twinprov_dags.factory import build_dag
+
+    path = workflow_path(name)
+    if Path(name).suffix:
         # dag.test() parses the DAGs folder: let the DAG file see this spec's folder
         os.environ["TWINPROV_WORKFLOWS_DIR"] = str(path.resolve().parent)
-    else:
-        folder = Path(os.environ.get("TWINPROV_WORKFLOWS_DIR", WORKFLOWS_DIR))
-        path = folder / f"{name}.yaml"
     if not path.is_file():
         from provenance.errors import RunNotFoundError
 

@@ -103,8 +103,28 @@ def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
         if t.payload.get("role") != PUBLISH_ROLE
     ]
     steps = []
+    validations = []
     for t in tries:
         m, p = t.manifest, t.payload
+        v = p.get("validation")
+        if isinstance(v, dict):
+            validations.append(
+                {
+                    "output": v.get("output"),
+                    "step": v.get("step"),
+                    "task_id": t.task_id,
+                    "try_number": t.try_number,
+                    "sha256": v.get("expected_sha256") or v.get("sha256"),
+                    "success": bool(v.get("success")),
+                    "skipped": bool(v.get("skipped")),
+                    "policy": v.get("policy"),
+                    "evaluated": v.get("evaluated"),
+                    "failed_expectations": list(v.get("failed_expectations") or []),
+                    "error": v.get("error"),
+                    "report": v.get("report"),
+                }
+            )
+            continue
         env = p.get("environment") or {}
         steps.append(
             {
@@ -144,7 +164,8 @@ def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
         "steps": steps,
         "prov": fresh.publication.get("files", {}),
         "graph": fresh.publication.get("graph"),
-        "validations": [],
+        "validations": validations,
+        "validation_report": fresh.publication.get("validation_report"),
         "crate": fresh.publication.get("crate"),
         "stac_items": sorted((fresh.publication.get("stac_items") or {}).values()),
         "mlflow_runs": [
@@ -203,6 +224,34 @@ def _coerce_params(workflow: str, pairs: Sequence[str]) -> dict[str, Any]:
 # -- commands ----------------------------------------------------------------------------------
 
 
+def _suite_problems(spec: Any, spec_path: Path) -> list[str]:
+    """Expectation suites the spec names, loaded with Great Expectations (unknown types…)."""
+    from provenance.spec import _suite_candidates
+
+    checks = [
+        (f"steps[{i}].outputs[{j}].validation", o.validation)
+        for i, s in enumerate(spec.steps)
+        for j, o in enumerate(s.outputs)
+        if o.validation is not None
+    ]
+    if not checks:
+        return []
+    from validation import load_suite
+    from validation.errors import TwinprovValidationError
+
+    problems = []
+    for where, check in checks:
+        try:
+            if check.expectations is not None:
+                load_suite(inline=check.expectations, name=where)
+            for path in _suite_candidates(spec, check.suite or "", spec_path.resolve().parent):
+                if check.suite is not None:
+                    load_suite(suite_file=path, name=where)
+        except TwinprovValidationError as e:
+            problems.append(f"{where}: {e}")
+    return problems
+
+
 def cmd_validate_spec(ns: argparse.Namespace) -> int:
     from provenance.spec import load_spec, spec_json_schema
 
@@ -220,6 +269,13 @@ def cmd_validate_spec(ns: argparse.Namespace) -> int:
             err.print(f"[red]✗[/] {f}: {len(e.issues)} error(s)")
             for issue in e.issues:
                 err.print(f"  {issue}")
+            continue
+        problems = _suite_problems(spec, Path(f))
+        if problems:
+            status = 1
+            err.print(f"[red]✗[/] {f}: {len(problems)} error(s)")
+            for problem in problems:
+                err.print(f"  {problem}")
             continue
         out.print(f"[green]✓[/] {f}: workflow '{spec.name}' with {len(spec.steps)} steps is valid")
     return status
@@ -260,6 +316,21 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 str(o.get("size") or ""),
             )
     out.print(t)
+    if summary.get("validations"):
+        v = Table("validated output", "sha256", "verdict", "policy", "failed expectations")
+        for c in summary["validations"]:
+            verdict = "skipped" if c["skipped"] else ("passed" if c["success"] else "failed")
+            colour = {"passed": "green", "failed": "red"}.get(verdict, "yellow")
+            v.add_row(
+                f"{c['step']}.{c['output']}",
+                (c["sha256"] or "")[:16],
+                f"[{colour}]{verdict}[/]",
+                str(c["policy"]),
+                ", ".join(c["failed_expectations"]) or (c["error"] or ""),
+            )
+        out.print(v)
+    if summary.get("validation_report"):
+        out.print(f"report {summary['validation_report']}")
     for name, path in summary["prov"].items():
         out.print(f"PROV   {name}: {path}")
     if summary.get("graph"):
@@ -267,6 +338,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
+    from twinprov_dags.runner import prepare_environment
+
+    prepare_environment()  # before anything imports Airflow
     params = _coerce_params(ns.workflow, ns.param)
     outcome, summary = _drive(ns.workflow, params, ns.backend)
     if ns.json:
@@ -277,6 +351,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
+    from twinprov_dags.runner import prepare_environment
+
+    prepare_environment()  # before anything imports Airflow
     out.rule("twinprov demo: drought early warning for the Alps")
     outcome, summary = _drive(DEMO_WORKFLOW, {})
     _print_summary(summary)

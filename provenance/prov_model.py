@@ -231,6 +231,55 @@ class _Builder:
             self._mlflow(m)
         return self.doc
 
+    def _validation_attrs(self, v: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+        tp = self.t
+        verdict = "skipped" if v.get("skipped") else "passed" if v.get("success") else "failed"
+        pairs: list[tuple[Any, Any]] = [
+            (PROV_TYPE, tp("Validation")),
+            (tp("verdict"), verdict),
+            (tp("validatedOutput"), str(v.get("output", ""))),
+        ]
+        for key, term in (
+            ("evaluated", "evaluatedExpectations"),
+            ("successful", "successfulExpectations"),
+            ("failed", "failedExpectationCount"),
+        ):
+            if v.get(key) is not None:
+                pairs.append((tp(term), int(v[key])))
+        for key, term in (
+            ("policy", "policy"),
+            ("suite", "suite"),
+            ("suite_sha256", "suiteSha256"),
+            ("gx_version", "gxVersion"),
+            ("skip_reason", "skipReason"),
+        ):
+            if v.get(key):
+                pairs.append((tp(term), str(v[key])))
+        if v.get("error"):
+            pairs.append((tp("validationError"), str(v["error"])))
+        for name in v.get("failed_expectations") or []:
+            pairs.append((tp("failedExpectation"), str(name)))
+        return pairs
+
+    def _validation_links(self, qn: QualifiedName, v: Mapping[str, Any], t: StepTry) -> None:
+        checked = self.data_entity(
+            {"sha256": v.get("expected_sha256") or v.get("sha256"), "name": v.get("output")}
+        )
+        if checked is not None:
+            self.doc.used(qn, checked)
+        report = self.data_entity(
+            {
+                "sha256": v.get("report_sha256"),
+                "name": f"validation report of {v.get('output')}",
+                "media_type": "application/json",
+                "abs_path": v.get("report"),
+            }
+        )
+        if report is not None:
+            self.doc.wasGeneratedBy(report, qn)
+            if checked is not None:
+                self.doc.wasDerivedFrom(report, checked)
+
     def _mlflow(self, m: Mapping[str, Any]) -> None:
         f, tp = self.facts, self.t
         run_local = self.ids.run_local(f.dag_id, f.run_id)
@@ -333,8 +382,14 @@ class _Builder:
         if key in previous:
             attrs[tp("retryOf")] = previous[key]
         previous[key] = qn
-        self.doc.activity(qn, _dt(t.start), _dt(t.end), attrs)
+        pairs = list(attrs.items())
+        check = p.get("validation") if isinstance(p.get("validation"), Mapping) else None
+        if check is not None:
+            pairs += self._validation_attrs(check)
+        self.doc.activity(qn, _dt(t.start), _dt(t.end), pairs)
         self.doc.wasInformedBy(qn, run_qn)
+        if check is not None:
+            self._validation_links(qn, check, t)
         env = p.get("environment")
         env_qn = None
         if isinstance(env, Mapping) and env.get("digest"):

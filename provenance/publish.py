@@ -166,6 +166,32 @@ def _stac_stage(
     return {name: str(path) for name, path in sorted(result.items.items())}
 
 
+def _validation_report(
+    settings: Settings, dag_id: str, run_id: str, tries: list[Any]
+) -> str | None:
+    """One readable HTML page of every validation of the run, beside the GX result JSONs."""
+    import json
+
+    checks = [
+        t.payload["validation"] for t in tries if isinstance(t.payload.get("validation"), dict)
+    ]
+    paths = [Path(str(v["report"])) for v in checks if v.get("report")]
+    if not paths:
+        return None
+    from validation import ValidationRecord, render_html
+
+    records = [
+        ValidationRecord.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        for p in paths
+        if p.is_file()
+    ]
+    dest = run_dir(settings.runs_dir, dag_id, run_id) / "validation" / "report.html"
+    tmp = dest.with_suffix(".html.tmp")
+    tmp.write_text(render_html(records, title=f"Validation of {dag_id} run {run_id}"), "utf-8")
+    os.replace(tmp, dest)
+    return str(dest)
+
+
 def crate_dir(settings: Settings, dag_id: str, run_id: str) -> Path:
     """Folder of a run's RO-Crate."""
     return run_dir(settings.runs_dir, dag_id, run_id) / "crate"
@@ -229,6 +255,14 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         published_digest=digest,
         publication=publication,
     )
+
+    try:
+        report = _validation_report(settings, dag_id, run_id, tries)
+        if report is not None:
+            publication["validation_report"] = report
+    except Exception as e:
+        gaps["validation_report"] = f"{type(e).__name__}: {e}"
+        log.warning("twinprov: validation report not written: %s", gaps["validation_report"])
 
     try:
         publication["stac_items"] = _stac_stage(settings, spec, rec, tries, ended, graph)

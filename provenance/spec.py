@@ -351,6 +351,27 @@ def _image_issue(image: str | None) -> str | None:
     return None
 
 
+def _suite_candidates(spec: WorkflowSpec, suite: str, base_dir: Path) -> list[Path]:
+    """Every suite file a (possibly parametrized) suite path can name."""
+    refs = [_REF.match(r) for r in placeholders(suite)]
+    names = [m.group(2) for m in refs if m and m.group(1) == "params" and m.group(2) in spec.params]
+    if len(names) != len(refs):
+        return []
+    if not names:
+        return [base_dir / suite]
+    import itertools
+
+    choices = []
+    for name in names:
+        p = spec.params[name]
+        choices.append([str(v) for v in p.enum] if p.enum is not None else [str(p.default)])
+    out = []
+    for combo in itertools.product(*choices):
+        values = {f"params.{n}": v for n, v in zip(names, combo, strict=True)}
+        out.append(base_dir / render(suite, values))
+    return out
+
+
 def _step_issues(spec: WorkflowSpec, i: int, s: Step, base_dir: Path | None) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     where = f"steps[{i}]"
@@ -363,9 +384,17 @@ def _step_issues(spec: WorkflowSpec, i: int, s: Step, base_dir: Path | None) -> 
         if (check.suite is None) == (check.expectations is None):
             issues.append(SpecIssue(cw, "give either 'suite' (a file) or 'expectations'"))
         elif check.suite is not None and base_dir is not None:
-            suite = base_dir / check.suite
-            if not suite.is_file():
-                issues.append(SpecIssue(f"{cw}.suite", f"suite file {suite} does not exist"))
+            for suite in _suite_candidates(spec, check.suite, base_dir):
+                if not suite.is_file():
+                    issues.append(SpecIssue(f"{cw}.suite", f"suite file {suite} does not exist"))
+            for ref in placeholders(check.suite):
+                m = _REF.match(ref)
+                if not m or m.group(1) != "params" or m.group(2) not in spec.params:
+                    issues.append(
+                        SpecIssue(
+                            f"{cw}.suite", f"only ${{params.NAME}} may be used, not '${{{ref}}}'"
+                        )
+                    )
     for key, value in s.env.items():
         if _SECRETISH.search(key.upper()) and not placeholders(value):
             issues.append(

@@ -3,49 +3,27 @@ publication by that tag, recorded in PROV and the crate, and tagged back with th
 and the PROV run IRI.
 
 A step declared ``mlflow: true`` gets ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME`` and its
-identity (``TWINPROV_*``) in its environment; :class:`TwinprovRunContext` (registered through
-MLflow's ``mlflow.run_context_provider`` entry point) then tags every MLflow run the step starts,
-without the step's code knowing about twinprov.
+identity (``TWINPROV_*``) in its environment; :class:`ro_crates.mlflow_context.TwinprovRunContext`
+(registered through MLflow's ``mlflow.run_context_provider`` entry point) then tags every MLflow
+run the step starts, without the step's code knowing about twinprov.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "IDENTITY_ENV",
     "MlflowRunRecord",
-    "TwinprovRunContext",
     "ensure_experiment",
     "find_runs",
     "step_environment",
     "tag_back",
 ]
 
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow.tracking.context.abstract_context import RunContextProvider
-
-IDENTITY_ENV = {
-    "TWINPROV_DAG_ID": "twinprov.dag_id",
-    "TWINPROV_RUN_ID": "twinprov.run_id",
-    "TWINPROV_TASK_ID": "twinprov.task_id",
-    "TWINPROV_TRY_NUMBER": "twinprov.try_number",
-    "TWINPROV_RUN_IRI": "twinprov.run_iri",
-}
 RUN_IRI_TAG = "twinprov.run_iri"
-
-
-class TwinprovRunContext(RunContextProvider):
-    """Tags MLflow runs started inside a twinprov step with the step's identity."""
-
-    def in_context(self) -> bool:
-        return "TWINPROV_RUN_IRI" in os.environ
-
-    def tags(self) -> dict[str, str]:
-        return {tag: os.environ[env] for env, tag in IDENTITY_ENV.items() if env in os.environ}
 
 
 @dataclass(frozen=True)
