@@ -41,12 +41,9 @@ def _query(home: Path, sparql: str) -> dict[str, Any]:
 def test_run_succeeds_and_outputs_match_disk(demo: tuple[Path, dict]) -> None:
     home, summary = demo
     assert summary["state"] == "success"
-    assert [s["task_id"] for s in summary["steps"]] == [
-        "generate_precipitation",
-        "compute_spi",
-        "forecast_spi",
-        "classify_hazard",
-    ]
+    order = [s["task_id"] for s in summary["steps"]]
+    assert order[:2] == ["generate_precipitation", "compute_spi"]
+    assert sorted(order[2:]) == ["classify_hazard", "forecast_spi"]  # either may go first
     outputs = [o for s in summary["steps"] for o in s["outputs"]]
     assert len(outputs) == 5
     for o in outputs:
@@ -65,7 +62,9 @@ def test_one_activity_per_task_try(demo: tuple[Path, dict]) -> None:
           ?a a tp:TaskTry ; tp:taskId ?task ; tp:tryNumber ?try }} }}""",
     )
     got = sorted((b["task"]["value"], int(b["try"]["value"])) for b in res["results"]["bindings"])
-    assert got == sorted((s["task_id"], s["try_number"]) for s in summary["steps"])
+    tries = [*summary["steps"], *summary["validations"]]
+    assert got == sorted((t["task_id"], t["try_number"]) for t in tries)
+    assert len(got) == 4 + 4  # four steps and four checked outputs, one try each
 
 
 def test_sparql_which_runs_used_an_entity(demo: tuple[Path, dict]) -> None:
@@ -82,7 +81,8 @@ def test_sparql_which_runs_used_an_entity(demo: tuple[Path, dict]) -> None:
           ?r tp:runId ?run }}""",
     )
     rows = {(b["run"]["value"], b["step"]["value"]) for b in res["results"]["bindings"]}
-    assert rows == {(summary["run_id"], "classify_hazard"), (summary["run_id"], "forecast_spi")}
+    users = {"classify_hazard", "forecast_spi", "validate_compute_spi_spi"}
+    assert rows == {(summary["run_id"], step) for step in users}
     assert res["head"]["vars"] == ["run", "step"]  # SPARQL 1.1 Query Results JSON
 
 
@@ -210,3 +210,14 @@ def test_stac_items_validate_and_link_lineage(demo: tuple[Path, dict]) -> None:
     assert any("__spi" in h for h in derived) and any("__precipitation" in h for h in derived)
     catalog = pystac.Catalog.from_file(str(home / "stac" / "catalog.json"))
     assert catalog.get_child("drought_early_warning") is not None
+
+
+def test_clean_demo_passes_every_validation(demo: tuple[Path, dict]) -> None:
+    _, summary = demo
+    checked = {v["output"]: v for v in summary["validations"]}
+    assert set(checked) == {"precipitation", "spi", "hazard_map", "summary"}
+    for name, v in checked.items():
+        assert v["success"] and not v["failed_expectations"], name
+        produced = next(o for s in summary["steps"] for o in s["outputs"] if o["name"] == name)
+        assert v["sha256"] == produced["sha256"]  # the verdict is about exactly these bytes
+    assert Path(summary["validation_report"]).is_file()
