@@ -1,0 +1,420 @@
+"""The ledger and the workflow spec → a :class:`~ro_crates.model.CrateInput`.
+
+Reads only: the run's events (the publish task's own events left out), the run record, the spec
+file the run was started from and the files its steps run. Nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+__all__ = ["crate_input_from_ledger", "media_type_of", "twinprov_version", "workflow_info"]
+
+import logging
+import mimetypes
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from provenance.config import Settings
+from provenance.errors import RunNotFoundError, SpecError
+from provenance.ids import Ids
+from provenance.ledger import Ledger
+from provenance.prov_model import StepTry, collapse_tries, run_state
+from provenance.spec import WorkflowSpec, load_spec, placeholders, render
+from provenance.workspace import run_dir
+from ro_crates.errors import CrateInputError, SpecChangedError
+from ro_crates.hashing import sha256_file
+from ro_crates.model import (
+    CrateInput,
+    FileRecord,
+    MlflowRunRef,
+    ParamSpec,
+    Person,
+    RunInfo,
+    SourceFile,
+    StacItemRef,
+    StepInput,
+    StepOutput,
+    StepSpec,
+    TaskTry,
+    ValidationReport,
+    WorkflowInfo,
+)
+
+log = logging.getLogger(__name__)
+
+PUBLISH_ROLE = "publish"
+"""Payload role of the publish task's events (same value as ``provenance.publish``)."""
+
+_WORKFLOW_DIR = "${workflow_dir}/"
+_MEDIA_TYPES = {
+    ".py": "text/x-python",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".json": "application/json",
+    ".nc": "application/x-netcdf",
+    ".csv": "text/csv",
+    ".sh": "application/x-sh",
+    ".r": "text/x-r",
+}
+
+
+def media_type_of(path: str | Path) -> str:
+    """A media type guessed from the file name (``application/octet-stream`` if unknown)."""
+    suffix = PurePosixPath(str(path)).suffix.lower()
+    if suffix in _MEDIA_TYPES:
+        return _MEDIA_TYPES[suffix]
+    guess, _ = mimetypes.guess_type(str(path), strict=False)
+    return guess or "application/octet-stream"
+
+
+def twinprov_version() -> str:
+    """The installed twinprov version."""
+    try:
+        return metadata.version("twinprov")
+    except metadata.PackageNotFoundError:
+        from provenance import __version__
+
+        return __version__
+
+
+def _step_params(texts: list[str]) -> tuple[str, ...]:
+    names: list[str] = []
+    for text in texts:
+        for ref in placeholders(text):
+            head, _, name = ref.partition(".")
+            if head == "params" and name and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def _step_sources(texts: list[str], workflow_dir: Path) -> tuple[str, ...]:
+    """Files of the workflow folder a command names as ``${workflow_dir}/REL``."""
+    found: list[str] = []
+    root = workflow_dir.resolve()
+    for text in texts:
+        if not text.startswith(_WORKFLOW_DIR):
+            continue
+        rel = text[len(_WORKFLOW_DIR) :]
+        if not rel or placeholders(rel) or rel.startswith("/"):
+            continue
+        path = (root / rel).resolve()
+        if root not in path.parents or not path.is_file():
+            continue
+        rel_posix = path.relative_to(root).as_posix()
+        if rel_posix not in found:
+            found.append(rel_posix)
+    return tuple(found)
+
+
+def workflow_info(spec_path: str | Path, recorded_sha256: str | None = None) -> WorkflowInfo:
+    """The prospective part of a crate, read from a spec file.
+
+    Args:
+        spec_path: the workflow spec the run was started from.
+        recorded_sha256: the spec's sha256 recorded at run time; if given, the file must
+            still have these bytes.
+
+    Raises:
+        CrateInputError: the spec cannot be read or parsed.
+        SpecChangedError: the spec's bytes differ from ``recorded_sha256``.
+    """
+    path = Path(spec_path)
+    try:
+        current, size = sha256_file(path)
+    except OSError as e:
+        raise CrateInputError(f"cannot read the workflow spec {path}: {e.strerror}") from e
+    if recorded_sha256 and current != recorded_sha256:
+        raise SpecChangedError(str(path), recorded_sha256, current)
+    try:
+        spec = load_spec(path)
+    except SpecError as e:
+        raise CrateInputError(str(e)) from e
+    return _workflow_info(spec, path.resolve(), current)
+
+
+def _workflow_info(spec: WorkflowSpec, path: Path, sha256: str) -> WorkflowInfo:
+    workflow_dir = path.parent
+    steps: list[StepSpec] = []
+    all_sources: list[str] = []
+    for position, s in enumerate(spec.topological_order()):
+        texts = [*s.command, *s.args, *s.env.values()]
+        sources = _step_sources([*s.command, *s.args], workflow_dir)
+        all_sources += [r for r in sources if r not in all_sources]
+        steps.append(
+            StepSpec(
+                id=s.id,
+                position=position,
+                description=s.description,
+                image=spec.image_of(s),
+                command=(*s.command, *s.args),
+                target=spec.target_of(s),
+                inputs=tuple(StepInput(i.name, i.from_) for i in s.inputs),
+                outputs=tuple(StepOutput(o.name, o.path, o.media_type) for o in s.outputs),
+                params=_step_params(texts),
+                env=dict(s.env),
+                sources=sources,
+            )
+        )
+    source_files = []
+    for rel in all_sources:
+        p = workflow_dir / rel
+        digest, size = sha256_file(p)
+        source_files.append(SourceFile(rel, p, digest, size, media_type_of(p)))
+    return WorkflowInfo(
+        name=spec.name,
+        version=spec.version,
+        spec_path=path,
+        spec_sha256=sha256,
+        steps=tuple(steps),
+        description=spec.description,
+        license=spec.license,
+        authors=tuple(Person(a.name, a.orcid, a.email, a.affiliation) for a in spec.authors),
+        params=tuple(
+            ParamSpec(name, p.type, p.default, p.description) for name, p in spec.params.items()
+        ),
+        sources=tuple(source_files),
+    )
+
+
+def _records(
+    items: Any, step: StepSpec | None, workflow: WorkflowInfo, ids: Ids, *, outputs: bool
+) -> tuple[FileRecord, ...]:
+    out: list[FileRecord] = []
+    for rec in items or []:
+        if not isinstance(rec, Mapping) or not rec.get("sha256") or rec.get("size") is None:
+            continue  # never written, or escaped the workspace: nothing to describe
+        name = str(rec.get("name") or "")
+        rel = rec.get("path")
+        media = rec.get("media_type") or _declared_media_type(name, step, workflow, outputs)
+        loc = rec.get("abs_path") or rel
+        out.append(
+            FileRecord(
+                name=name,
+                path=Path(str(loc)),
+                sha256=str(rec["sha256"]),
+                size=int(rec["size"]),
+                media_type=str(media or media_type_of(str(loc))),
+                rel_path=str(rel) if rel else None,
+                iri=ids.data(str(rec["sha256"])),
+            )
+        )
+    return tuple(out)
+
+
+def _declared_media_type(
+    name: str, step: StepSpec | None, workflow: WorkflowInfo, outputs: bool
+) -> str | None:
+    if step is None:
+        return None
+    if outputs:
+        return next((o.media_type for o in step.outputs if o.name == name), None)
+    inp = next((i for i in step.inputs if i.name == name), None)
+    if inp is None or inp.producer is None:
+        return None
+    producer = workflow.step(inp.producer)
+    if producer is None:
+        return None
+    return next((o.media_type for o in producer.outputs if o.name == inp.item), None)
+
+
+def _rendered_env(
+    step: StepSpec, workflow: WorkflowInfo, params: Mapping[str, Any]
+) -> dict[str, str]:
+    """The step's environment variables as the run set them (spec values, placeholders filled)."""
+    if not step.env:
+        return {}
+    values = {f"params.{k}": str(v) for k, v in params.items()}
+    values["workflow_dir"] = str(workflow.spec_path.parent)
+    for o in step.outputs:
+        values[f"outputs.{o.name}"] = o.path
+    for i in step.inputs:
+        if i.producer is None:
+            values[f"inputs.{i.name}"] = str(params.get(i.item, ""))
+        else:
+            producer = workflow.step(i.producer)
+            outs = producer.outputs if producer else ()
+            values[f"inputs.{i.name}"] = next((o.path for o in outs if o.name == i.item), "")
+    rendered = {}
+    for key, text in sorted(step.env.items()):
+        try:
+            rendered[key] = render(text, values)
+        except KeyError:  # a placeholder the run did not have a value for
+            rendered[key] = text
+    return rendered
+
+
+def _task_try(
+    t: StepTry,
+    workflow: WorkflowInfo,
+    ids: Ids,
+    dag_id: str,
+    run_id: str,
+    params: Mapping[str, Any],
+) -> TaskTry:
+    p, m = t.payload, t.manifest
+    step = workflow.step(t.task_id)
+    usage: dict[str, float] = {}
+    for key, value in (m.get("resource_usage") or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            usage[str(key)] = float(value)
+    if isinstance(m.get("duration_s"), int | float):
+        usage["duration_s"] = float(m["duration_s"])
+    error = t.error
+    manifest_errors = [str(e) for e in m.get("errors") or []]
+    if manifest_errors and (t.state in ("failed", "up_for_retry") or error):
+        error = "; ".join([e for e in [error, *manifest_errors] if e])
+    env = p.get("environment")
+    exit_code = m.get("exit_code")
+    return TaskTry(
+        task_id=t.task_id,
+        try_number=t.try_number,
+        state=t.state,
+        start=t.start or m.get("started_at"),
+        end=t.end or m.get("ended_at"),
+        error=error,
+        exit_code=int(exit_code) if isinstance(exit_code, int) else None,
+        image=p.get("image"),
+        image_digest=p.get("image_digest"),
+        environment=dict(env) if isinstance(env, Mapping) else {},
+        inputs=_records(m.get("inputs"), step, workflow, ids, outputs=False),
+        outputs=_records(m.get("outputs"), step, workflow, ids, outputs=True),
+        resource_usage=usage,
+        map_index=t.map_index,
+        target=p.get("target"),
+        command=tuple(str(a) for a in m.get("command") or ()),
+        env=_rendered_env(step, workflow, params) if step else {},
+        host=p.get("hostname") or m.get("host"),
+        iri=ids.run_ns + ids.task_local(dag_id, run_id, t.task_id, t.map_index, t.try_number),
+    )
+
+
+def crate_input_from_ledger(settings: Settings, dag_id: str, run_id: str) -> CrateInput:
+    """Everything the ledger knows about one run, ready for :func:`ro_crates.crate.build_crate`.
+
+    Events of the publish task are left out; spooled events are ingested first, as the
+    other readers of the ledger do.
+
+    Raises:
+        RunNotFoundError: the ledger has no such run.
+        CrateInputError: the run's spec is not recorded, unreadable or invalid.
+        SpecChangedError: the spec file changed since the run.
+    """
+    ledger = Ledger(settings.ledger_url)
+    ledger.ingest_spool(settings.spool_dir)
+    rec = ledger.run(dag_id, run_id)
+    if rec is None:
+        raise RunNotFoundError(f"no recorded run {dag_id}/{run_id}")
+    events = [e for e in ledger.events(dag_id, run_id) if e.payload.get("role") != PUBLISH_ROLE]
+    step_tries = collapse_tries(events)
+    info = rec.info
+    # a copy of the spec taken at run start (if the runner keeps one) outlives edits to the spec
+    spec_path = info.get("spec_snapshot") or info.get("spec_path")
+    if not spec_path:
+        raise CrateInputError(f"run {dag_id}/{run_id} does not record its workflow spec")
+    workflow = workflow_info(spec_path, info.get("spec_sha256"))
+    ids = Ids(settings.base_iri)
+    params = dict(info.get("params") or {})
+    known = {s.id for s in workflow.steps}
+    tries = []
+    for t in step_tries:
+        if t.task_id not in known:
+            log.debug("twinprov: task %s is not a step of %s; left out", t.task_id, workflow.name)
+            continue
+        tries.append(_task_try(t, workflow, ids, dag_id, run_id, params))
+    state = run_state(step_tries)
+    # the workflow ran until its last step ended; ``rec.ended`` is when it was last published
+    ends = sorted(t.end for t in tries if t.end)
+    end = ends[-1] if ends else rec.ended
+    run = RunInfo(
+        dag_id=dag_id,
+        run_id=run_id,
+        state=state,
+        start=info.get("run_start") or info.get("logical_date"),
+        end=end,
+        triggering_user=info.get("triggering_user"),
+        params=params,
+        twinprov_version=twinprov_version(),
+        airflow_version=info.get("airflow_version"),
+        run_type=info.get("run_type"),
+        iri=ids.run(dag_id, run_id),
+    )
+    published = rec.publication.get("files") or {}
+    prov_files = {name: Path(p) for name, p in sorted(published.items()) if Path(p).is_file()}
+    if not prov_files:
+        folder = run_dir(settings.runs_dir, dag_id, run_id) / "prov"
+        prov_files = {p.name: p for p in sorted(folder.glob("prov.*")) if p.is_file()}
+    return CrateInput(
+        workflow=workflow,
+        run=run,
+        tries=tuple(tries),
+        prov_files=prov_files,
+        validations=_validations(rec.publication.get("validations")),
+        stac_items=_stac_items(rec.publication.get("stac_items"), tries),
+        mlflow_runs=_mlflow_runs(rec.publication.get("mlflow_runs")),
+    )
+
+
+def _validations(raw: Any) -> tuple[ValidationReport, ...]:
+    """Validation results the publication recorded (``[{output, sha256, success, …}]``)."""
+    out = []
+    for v in raw if isinstance(raw, list) else []:
+        if not isinstance(v, Mapping) or not v.get("output") or not v.get("sha256"):
+            continue
+        paths = []
+        for keys in (("report_json", "json"), ("report_html", "html")):
+            value = next((v[k] for k in keys if v.get(k)), None)
+            paths.append(Path(str(value)) if value and Path(str(value)).is_file() else None)
+        out.append(
+            ValidationReport(
+                output=str(v["output"]),
+                sha256=str(v["sha256"]),
+                success=bool(v.get("success")),
+                report_json=paths[0],
+                report_html=paths[1],
+                suite=str(v["suite"]) if v.get("suite") else None,
+            )
+        )
+    return tuple(out)
+
+
+def _stac_items(raw: Any, tries: list[TaskTry]) -> tuple[StacItemRef, ...]:
+    """STAC Items the publication wrote: ``{output name: item path}`` (or a list of paths)."""
+    items = raw.items() if isinstance(raw, Mapping) else ((None, p) for p in raw or [])
+    latest: dict[str, str] = {}
+    for t in tries:  # tries are in start order: the last writer of a name wins
+        for o in t.outputs:
+            latest[o.name] = o.sha256
+    out = []
+    for name, path in items:
+        p = Path(str(path))
+        if p.is_file():
+            out.append(StacItemRef(p.stem, p, latest.get(str(name)) if name else None))
+    return tuple(sorted(out, key=lambda i: i.item_id))
+
+
+def _mlflow_runs(raw: Any) -> tuple[MlflowRunRef, ...]:
+    out = []
+    for m in raw if isinstance(raw, list) else []:
+        if not isinstance(m, Mapping) or not m.get("run_id"):
+            continue
+        metrics = {
+            str(k): float(v)
+            for k, v in (m.get("metrics") or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        try_number = m.get("try_number")
+        out.append(
+            MlflowRunRef(
+                run_id=str(m["run_id"]),
+                tracking_uri=m.get("tracking_uri"),
+                experiment_id=str(m["experiment_id"]) if m.get("experiment_id") else None,
+                url=m.get("url"),
+                uri=m.get("uri"),
+                name=m.get("name"),
+                task_id=m.get("task_id"),
+                try_number=int(try_number) if isinstance(try_number, int) else None,
+                metrics=metrics,
+            )
+        )
+    return tuple(out)
