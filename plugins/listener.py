@@ -63,6 +63,20 @@ def _run_info(ti: Any, task: Any) -> dict[str, Any]:
     return info
 
 
+def _snapshot_spec(ti: Any, run_info: dict[str, Any]) -> None:
+    """Keep the exact spec bytes the run started from (the spec file may be edited later)."""
+    from provenance.workspace import snapshot_spec
+
+    if run_info.get("spec_path"):
+        snapshot_spec(
+            Settings.load().runs_dir,
+            ti.dag_id,
+            ti.run_id,
+            run_info["spec_path"],
+            run_info["spec_sha256"],
+        )
+
+
 def _event(ti: Any, state: str, error: Any = None) -> tuple[TaskEvent, dict[str, Any]] | None:
     task = getattr(ti, "task", None)
     role = getattr(task, "twinprov_role", None)
@@ -123,7 +137,15 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
             return
         settings = Settings.load()
         ev, run_info = built
+        if run_info.get("spec_path"):
+            from provenance.workspace import spec_snapshot_path
+
+            run_info["spec_snapshot"] = str(
+                spec_snapshot_path(settings.runs_dir, ev.dag_id, ev.run_id, run_info["spec_path"])
+            )
         record_event(settings.ledger_url, settings.spool_dir, ev, run_info)
+        if state == "running":
+            _snapshot_spec(ti, run_info)
     except Exception:
         log.warning(
             "twinprov: could not capture %s of %s",

@@ -263,12 +263,41 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
     except Exception as e:
         gaps["validation_report"] = f"{type(e).__name__}: {e}"
         log.warning("twinprov: validation report not written: %s", gaps["validation_report"])
+    publication["validations"] = [
+        {
+            "output": v.get("output"),
+            "step": v.get("step"),
+            "sha256": v.get("expected_sha256") or v.get("sha256"),
+            "success": bool(v.get("success")),
+            "skipped": bool(v.get("skipped")),
+            "report_json": v.get("report"),
+            "report_html": publication.get("validation_report"),
+            "suite": v.get("suite"),
+        }
+        for t in _latest_tries(tries)
+        if isinstance(v := t.payload.get("validation"), dict)
+    ]
 
     try:
         publication["stac_items"] = _stac_stage(settings, spec, rec, tries, ended, graph)
     except Exception as e:
         gaps["stac"] = f"{type(e).__name__}: {e}"
         log.warning("twinprov: STAC not published: %s", gaps["stac"])
+
+    ledger.update_run(dag_id, run_id, publication=publication)  # the crate reads it
+    try:
+        from ro_crates.assemble import crate_input_from_ledger
+        from ro_crates.crate import build_crate
+
+        crate = build_crate(
+            crate_input_from_ledger(settings, dag_id, run_id),
+            crate_dir(settings, dag_id, run_id),
+            copy_threshold_bytes=settings.crate_copy_threshold,
+        )
+        publication["crate"] = str(crate)
+    except Exception as e:
+        gaps["crate"] = f"{type(e).__name__}: {e}"
+        log.warning("twinprov: crate not written: %s", gaps["crate"])
 
     if mlflow_runs:
         try:

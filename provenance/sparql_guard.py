@@ -58,7 +58,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import IO, Any, Literal, cast
 
 import pyoxigraph as ox
 
@@ -308,9 +308,17 @@ _READ_ONLY = (
 
 
 def explain_syntax_error(text: str, message: str) -> QueryRefusedError:
-    """The error to report for a text a SPARQL query parser rejected with ``message``."""
+    """The error to report for a text that Oxigraph's parser rejected with ``message``: an
+    update is refused as such; otherwise rdflib's message, which names what it expected, is
+    given when rdflib rejects the text too, else Oxigraph's."""
     if _is_update(text):
         return ReadOnlyError(_READ_ONLY)
+    from rdflib.plugins.sparql.parser import parseQuery
+
+    try:
+        parseQuery(text)
+    except Exception as e:  # pyparsing's ParseException names the expected tokens
+        message = str(e)
     return MalformedQueryError(f"malformed SPARQL query: {message}")
 
 
@@ -336,7 +344,9 @@ def check_query(text: str, *, max_chars: int = 65536, parse: bool = False) -> Ch
     try:
         parsed = parseQuery(text)
     except Exception as e:  # pyparsing's ParseException and friends carry the parser message
-        raise explain_syntax_error(text, str(e)) from e
+        if _is_update(text):
+            raise ReadOnlyError(_READ_ONLY) from e
+        raise MalformedQueryError(f"malformed SPARQL query: {e}") from e
     for node in _walk(parsed):
         if node.name == "ServiceGraphPattern":
             raise ServiceRefusedError(
@@ -498,7 +508,7 @@ class _LineCounter:
 def _finish_solutions(tsv: bytes, fmt: AnswerFormat, cut: Cut | None) -> Rendered:
     solutions = ox.parse_query_results(tsv, format=ox.QueryResultsFormat.TSV)
     rows = max(tsv.count(b"\n") - 1, 0)
-    body = bytes(solutions.serialize(format=fmt.ox_format))
+    body = solutions.serialize(format=fmt.ox_format) or b""
     return Rendered(body, fmt.media_type, "SELECT", rows, cut)
 
 
@@ -525,12 +535,12 @@ def render(
     """
     if isinstance(result, ox.QueryBoolean):
         f = negotiate("results", accept, fmt)
-        return Rendered(bytes(result.serialize(format=f.ox_format)), f.media_type, "ASK")
+        return Rendered(result.serialize(format=f.ox_format) or b"", f.media_type, "ASK")
     if isinstance(result, ox.QuerySolutions):
         f = negotiate("results", accept, fmt)
         sink = _LineCounter(row_cap, deadline, header=1)
         with contextlib.suppress(_Stop):  # the sink stops the serializer at a limit
-            result.serialize(sink, format=ox.QueryResultsFormat.TSV)
+            result.serialize(cast(IO[bytes], sink), format=ox.QueryResultsFormat.TSV)
         return _finish_solutions(sink.kept(), f, sink.cut)
     f = negotiate("graph", accept, fmt)
     sink = _LineCounter(row_cap, deadline, header=0)

@@ -29,6 +29,7 @@ __all__ = [
     "render",
     "spec_digest",
     "spec_json_schema",
+    "workflow_files",
 ]
 
 import hashlib
@@ -604,6 +605,25 @@ def spec_digest(path: str | Path) -> str:
 @lru_cache(maxsize=64)
 def _digest_cached(path: str, _mtime_ns: int, _size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def workflow_files(spec: WorkflowSpec, spec_path: Path) -> list[Path]:
+    """Files beside the spec that the workflow uses: step programs named through
+    ``${workflow_dir}`` and validation suites (every value of a parametrized suite path)."""
+    base = Path(spec_path).resolve().parent
+    found: set[Path] = set()
+    for step in spec.steps:
+        for text in [*step.command, *step.args, *step.env.values()]:
+            if "${workflow_dir}" not in text:
+                continue
+            rendered = text.replace("${workflow_dir}", str(base))
+            if placeholders(rendered):
+                continue
+            found.add(Path(rendered))
+        for out in step.outputs:
+            if out.validation is not None and out.validation.suite:
+                found.update(_suite_candidates(spec, out.validation.suite, base))
+    return sorted(p.resolve() for p in found if p.is_file() and base in p.resolve().parents)
 
 
 def render(text: str, values: dict[str, str]) -> str:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["run_dir", "run_slug", "safe_path", "workspace_dir"]
+__all__ = [
+    "run_dir",
+    "run_slug",
+    "safe_path",
+    "snapshot_spec",
+    "spec_snapshot_path",
+    "workspace_dir",
+]
 
 import re
 from pathlib import Path
@@ -32,3 +39,39 @@ def safe_path(workspace: Path, rel: str) -> Path:
         return resolve_inside(workspace, rel)
     except PathEscapeError as e:
         raise WorkspaceError(str(e)) from e
+
+
+def spec_snapshot_path(runs_root: Path, dag_id: str, run_id: str, spec_path: str) -> Path:
+    """Where the run keeps the copy of the spec it started from."""
+    return run_dir(runs_root, dag_id, run_id) / "spec" / Path(spec_path).name
+
+
+def snapshot_spec(
+    runs_root: Path, dag_id: str, run_id: str, spec_path: str, sha256: str
+) -> Path | None:
+    """Copy the spec into the run folder once, if its bytes are still those the run recorded."""
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    from provenance.spec import parse_spec, workflow_files
+
+    dest = spec_snapshot_path(runs_root, dag_id, run_id, spec_path)
+    if dest.is_file():
+        return dest
+    data = Path(spec_path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return None  # edited since the run started: better no copy than a wrong one
+    base = Path(spec_path).resolve().parent
+    spec = parse_spec(data.decode("utf-8"), str(spec_path))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for src in workflow_files(spec, Path(spec_path)):  # programs and suites it names
+        target = dest.parent / src.relative_to(base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".spec-")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, dest)  # the spec last: its presence means the snapshot is complete
+    return dest

@@ -221,3 +221,22 @@ def test_clean_demo_passes_every_validation(demo: tuple[Path, dict]) -> None:
         produced = next(o for s in summary["steps"] for o in s["outputs"] if o["name"] == name)
         assert v["sha256"] == produced["sha256"]  # the verdict is about exactly these bytes
     assert Path(summary["validation_report"]).is_file()
+
+
+def test_demo_crate_conforms_to_provenance_run_crate(demo: tuple[Path, dict]) -> None:
+    """rocrate-validator, offline, profile provenance-run-crate-0.5: zero REQUIRED issues."""
+    from ro_crates.conformance import check_conformance
+
+    home, summary = demo
+    crate = Path(summary["crate"])
+    assert (crate / "ro-crate-metadata.json").is_file()
+    assert (crate / "ro-crate-preview.html").is_file()
+    report = check_conformance(crate)
+    assert report.skipped_checks == 0
+    assert report.required == 0, report.messages("REQUIRED")
+    print(f"RECOMMENDED-level issues: {report.recommended}")
+    metadata = json.loads((crate / "ro-crate-metadata.json").read_text())
+    ids = {e["@id"] for e in metadata["@graph"]}
+    for item in summary["stac_items"]:  # the crate names every STAC Item the run produced
+        assert any(Path(item).name in i for i in ids), item
+    assert any("prov.ttl" in i for i in ids) and any("prov.json" in i for i in ids)
