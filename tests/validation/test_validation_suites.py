@@ -189,8 +189,9 @@ def test_a_suite_needs_expectations_and_exactly_one_source(tmp_path: Path) -> No
         load_suite(suite_file=bad_top, name="t")
 
 
+@pytest.mark.parametrize("region", ["alps", "pyrenees", "carpathians"])
 @pytest.mark.parametrize("name", ["precipitation", "spi", "hazard_map", "region_summary"])
-def test_demo_suites_load(name: str) -> None:
-    suite = load_suite(suite_file=SUITES / f"{name}.json", name=name)
+def test_demo_suites_load(name: str, region: str) -> None:
+    suite = load_suite(suite_file=SUITES / region / f"{name}.json", name=name)
     assert suite.expectations
     assert all(e["meta"].get("why") for e in suite.expectations), "say why each check exists"
