@@ -33,7 +33,7 @@ from provenance.errors import PublishError, RunNotFoundError, StoreError, Twinpr
 from provenance.ids import Ids
 from provenance.ledger import Ledger, RunRecord, TaskEvent
 from provenance.prov_model import RunFacts, build_document, collapse_tries, run_state
-from provenance.store import EmbeddedStore
+from provenance.store import EmbeddedStore, open_store
 from provenance.workspace import run_dir, run_slug
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
 
     triples, err = None, None
     try:
-        with EmbeddedStore(settings.store_path).open() as store:
+        with open_store(settings) as store:
             triples = store.replace_graph(graph, texts[PROV_FORMATS["turtle"]])
         ledger.update_run(dag_id, run_id, stored_digest=digest)
     except StoreError as e:

@@ -10,7 +10,7 @@ import pyoxigraph as ox
 
 from provenance.config import Settings
 from provenance.publish import catch_up
-from provenance.store import EmbeddedStore
+from provenance.store import open_store
 
 _RESULT_FORMATS = {
     "json": ox.QueryResultsFormat.JSON,
@@ -32,7 +32,7 @@ def run_query(
 ) -> str | tuple[list[str], list[list[str]]]:
     """Answer ``sparql``; ``fmt`` json/csv/tsv/xml gives the standard serialization, ``table``
     gives ``(header, rows)`` for display."""
-    with EmbeddedStore(settings.store_path).open() as store:
+    with open_store(settings) as store:
         catch_up(settings, store)
         result = store.query(sparql)
         if isinstance(result, ox.QuerySolutions):

@@ -8,7 +8,7 @@ the provenance until a later catch-up.
 
 from __future__ import annotations
 
-__all__ = ["EmbeddedStore"]
+__all__ = ["EmbeddedStore", "open_store"]
 
 import gc
 from collections.abc import Iterator
@@ -77,3 +77,10 @@ class EmbeddedStore:
             raise QueryError(f"malformed SPARQL: {e}") from e
         except (OSError, ValueError, RuntimeError) as e:
             raise QueryError(f"query failed: {e}") from e
+
+
+def open_store(settings: Any) -> Any:
+    """The run-graph store the settings name, as a context manager yielding an open store with
+    ``replace_graph``, ``graph_size``, ``graphs`` and ``query``: the embedded pyoxigraph store
+    (default) or a SPARQL 1.1 server."""
+    return EmbeddedStore(settings.store_path).open()
