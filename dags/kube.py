@@ -542,7 +542,8 @@ class KubeStepOperator(KubernetesPodOperator):
             "image_pinned": pinned is not None,
             "environment": {
                 "kind": "container",
-                "digest": pinned or "unpinned",
+                # an unpinned image is its own agent, named by the image as written
+                "digest": pinned or f"unpinned-{image}",
                 "image": image,
             },
         }
@@ -586,6 +587,10 @@ class KubeStepOperator(KubernetesPodOperator):
         self.twinprov_manifest = manifest
         self.twinprov_facts = self._facts(final, manifest)
         where = f"pod {namespace}/{name}"
+        if manifest is None and self.pod is None and error is not None:
+            raise AirflowException(
+                f"step {step.id}: {where} was not created: {_one_line(error)}"
+            ) from error
         if manifest is None:
             launch = _launch_failure(error)
             if launch is not None:
@@ -773,6 +778,7 @@ def kube_step_operator(
     }
     if target == "interlink":
         kwargs["startup_timeout_seconds"] = settings.interlink_startup_timeout
+        kwargs["startup_check_interval_seconds"] = 30  # a queued job: poll the API gently
         kwargs["schedule_timeout_seconds"] = 300
     kwargs.update(task_kwargs)
     kwargs["do_xcom_push"] = False

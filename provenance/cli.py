@@ -378,6 +378,22 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     return 0 if outcome.state == "success" else 1
 
 
+def cmd_pods(ns: argparse.Namespace) -> int:
+    import yaml
+    from twinprov_dags.runner import prepare_environment, workflow_path
+
+    prepare_environment()  # before anything imports Airflow
+    from twinprov_dags.kube import render_pod_manifests
+
+    params = _coerce_params(ns.workflow, ns.param)
+    with _stdout_to_stderr():
+        docs = render_pod_manifests(
+            str(workflow_path(ns.workflow)), ns.backend, params, namespace=ns.namespace
+        )
+    sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
+    return 0
+
+
 def cmd_runs(ns: argparse.Namespace) -> int:
     settings = _settings()
     runs = Ledger(settings.ledger_url).runs()
@@ -487,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)
+    s = sub.add_parser("pods", help="the pod manifests a workflow would submit (YAML)")
+    s.add_argument("workflow")
+    s.add_argument("--backend", choices=["kubernetes", "interlink"])
+    s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--namespace")
+    s.set_defaults(func=cmd_pods)
     s = sub.add_parser("runs", help="recorded runs")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_runs)

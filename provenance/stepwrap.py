@@ -62,7 +62,7 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat()
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()  # noqa: UP017 (Python < 3.11 in images)
 
 
 def _describe(workspace: Path, item: dict[str, str], errors: list[str]) -> dict[str, object]:
