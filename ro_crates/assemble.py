@@ -20,7 +20,7 @@ from provenance.errors import RunNotFoundError, SpecError
 from provenance.ids import Ids
 from provenance.ledger import Ledger
 from provenance.prov_model import StepTry, collapse_tries, run_state
-from provenance.spec import WorkflowSpec, load_spec, placeholders, render
+from provenance.spec import WorkflowSpec, load_spec, placeholders, render, workflow_files
 from provenance.workspace import run_dir
 from ro_crates.errors import CrateInputError, SpecChangedError
 from ro_crates.hashing import sha256_file
@@ -156,6 +156,11 @@ def _workflow_info(spec: WorkflowSpec, path: Path, sha256: str) -> WorkflowInfo:
                 sources=sources,
             )
         )
+    # and every other file the workflow uses (validation suites…): a rerun needs them all
+    for extra in workflow_files(spec, path):
+        rel_posix = extra.relative_to(workflow_dir.resolve()).as_posix()
+        if rel_posix not in all_sources:
+            all_sources.append(rel_posix)
     source_files = []
     for rel in all_sources:
         p = workflow_dir / rel
@@ -352,6 +357,7 @@ def crate_input_from_ledger(settings: Settings, dag_id: str, run_id: str) -> Cra
         validations=_validations(rec.publication.get("validations")),
         stac_items=_stac_items(rec.publication.get("stac_items"), tries),
         mlflow_runs=_mlflow_runs(rec.publication.get("mlflow_runs")),
+        verdict=rec.publication.get("verdict"),
     )
 
 

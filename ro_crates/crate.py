@@ -473,6 +473,11 @@ class _Builder:
         for d in self.by_id.values():
             if d.mode == "copy" and d.dest:
                 jobs.append((d.record.path, self.root / d.dest))
+        verdict = self.data.verdict
+        if verdict and verdict.get("file"):
+            jobs.append(
+                (Path(str(verdict["file"])), self.root / "reproducibility" / "verdict.json")
+            )
         try:
             for parent in sorted({dst.parent for _, dst in jobs}):
                 parent.mkdir(parents=True, exist_ok=True)
@@ -709,7 +714,11 @@ class _Builder:
                 f"workflow/{s.rel_path}",
                 {
                     "name": s.rel_path,
-                    "description": "Step program run by the workflow",
+                    "description": (
+                        "Data-quality suite of the workflow"
+                        if s.rel_path.endswith(".json")
+                        else "Step program run by the workflow"
+                    ),
                     "encodingFormat": s.media_type,
                     "sha256": s.sha256,
                     "contentSize": str(s.size),
@@ -1163,7 +1172,30 @@ class _Builder:
         )
         self.mentions.append(ident)
 
+    def add_verdict(self) -> None:
+        v = self.data.verdict
+        if not v or not v.get("file"):
+            return
+        first = v.get("first_divergent_step")
+        self.add_file(
+            self.root / "reproducibility" / "verdict.json",
+            "reproducibility/verdict.json",
+            {
+                "name": f"Reproducibility verdict: {v.get('status')}",
+                "description": (
+                    f"This run re-ran {v.get('original_run')} and compared every output: "
+                    f"{v.get('status')}"
+                    + (f"; first divergent step: {first}" if first else "")
+                    + "."
+                ),
+                "encodingFormat": "application/json",
+                "about": [_ref("#run"), {"@id": str(v.get("original_run"))}],
+                "contentSize": _size(Path(str(v["file"]))),
+            },
+        )
+
     def add_documents(self) -> None:
+        self.add_verdict()
         for name, source in sorted(self.data.prov_files.items()):
             media, spec, label = _PROV_FORMATS.get(
                 Path(name).suffix, ("application/octet-stream", None, None)

@@ -267,3 +267,5 @@ class CrateInput:
     validations: tuple[ValidationReport, ...] = ()
     stac_items: tuple[StacItemRef, ...] = ()
     mlflow_runs: tuple[MlflowRunRef, ...] = ()
+    verdict: Mapping[str, Any] | None = None
+    """Reproducibility verdict of a rerun (see provenance.rerun)."""
