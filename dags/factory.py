@@ -10,13 +10,13 @@ from airflow.sdk import DAG, Param
 from twinprov_dags.operators import LocalStepOperator, PublishOperator, ValidateOutputOperator
 
 from provenance.errors import TwinprovError
-from provenance.spec import PUBLISH_TASK_ID, WorkflowSpec, load_spec
+from provenance.spec import PUBLISH_TASK_ID, RERUN_PARAM, WorkflowSpec, load_spec
 
 DAG_FILE = Path(__file__).with_name("twinprov_workflows.py")
 WORKFLOWS_DIR = Path(__file__).with_name("workflows")
 
 
-def _params(spec: WorkflowSpec) -> dict[str, Param]:
+def _params(spec: WorkflowSpec, rerun_default: str = "") -> dict[str, Param]:
     out = {}
     for name, p in spec.params.items():
         schema: dict[str, Any] = {"type": p.type}
@@ -24,6 +24,16 @@ def _params(spec: WorkflowSpec) -> dict[str, Param]:
             if getattr(p, key):
                 schema[key] = getattr(p, key)
         out[name] = Param(p.default, **schema)
+    out[RERUN_PARAM] = Param(
+        rerun_default,
+        type="string",
+        title="Rerun of",
+        description=(
+            "Leave empty for a normal run. To check that an earlier run reproduces, name it "
+            "(DAG_ID/RUN_ID, a run id, or 'latest'): the run then uses that run's parameter "
+            "values and compares every output with it."
+        ),
+    )
     return out
 
 
@@ -36,23 +46,33 @@ def _doc(spec: WorkflowSpec, spec_path: Path) -> str:
     )
 
 
-def build_dag(spec_path: Path, backend: str | None = None) -> DAG:
+def build_dag(spec_path: Path, backend: str | None = None, *, reproduce: bool = False) -> DAG:
     """The Airflow DAG of one workflow spec; :class:`SpecError` if the spec is invalid.
 
-    ``backend`` (local, kubernetes, interlink) overrides every step's target.
+    ``backend`` (local, kubernetes, interlink) overrides every step's target. ``reproduce``
+    builds the spec's scheduled-rerun DAG instead (``<name>__reproduce``): it re-runs the
+    latest successful run on ``reproducibility.schedule`` and fails unless it reproduced.
     """
     spec_path = Path(spec_path).resolve()
     spec = load_spec(spec_path)
     if backend is not None:
         spec = spec.with_target(backend)
+    if reproduce and spec.reproducibility is None:
+        raise TwinprovError(f"{spec_path}: no 'reproducibility' block, so no rerun DAG")
     dag = DAG(
-        dag_id=spec.name,
-        description=(spec.description.strip().splitlines() or [""])[0][:200],
-        schedule=spec.schedule,
+        dag_id=f"{spec.name}__reproduce" if reproduce else spec.name,
+        description=(
+            f"Scheduled reproducibility check of {spec.name}"
+            if reproduce
+            else (spec.description.strip().splitlines() or [""])[0][:200]
+        ),
+        schedule=spec.reproducibility.schedule
+        if reproduce and spec.reproducibility
+        else spec.schedule,
         start_date=datetime(2024, 1, 1, tzinfo=UTC),
         catchup=False,
-        params=_params(spec),
-        tags=["twinprov"],
+        params=_params(spec, "latest" if reproduce else ""),
+        tags=["twinprov", "reproducibility"] if reproduce else ["twinprov"],
         doc_md=_doc(spec, spec_path),
         default_args={
             "retries": spec.defaults.retries,
@@ -98,8 +118,16 @@ def build_dag(spec_path: Path, backend: str | None = None) -> DAG:
                     )
                     op >> check
                     checks[(step.id, o.name)] = check
-        publish = PublishOperator(task_id=PUBLISH_TASK_ID, trigger_rule="all_done", retries=2)
-        publish.as_teardown()
+        publish = PublishOperator(
+            task_id=PUBLISH_TASK_ID,
+            trigger_rule="all_done",
+            retries=0 if reproduce else 2,
+            workflow=spec.name,
+            fail_unless_reproduced=reproduce,
+        )
+        # a teardown runs whatever happened upstream and does not hide a failed step from the
+        # DAG run's state; the rerun DAG's verdict must fail its run when it did not reproduce
+        publish.as_teardown(on_failure_fail_dagrun=reproduce)
         [*tasks.values(), *checks.values()] >> publish
     return dag
 
@@ -126,6 +154,9 @@ def workflow_dags(folder: Path = WORKFLOWS_DIR) -> dict[str, DAG]:
             errors.append(f"{path}: workflow name '{dag.dag_id}' is used by another spec")
             continue
         dags[dag.dag_id] = dag
+        if load_spec(path).reproducibility is not None:
+            rerun = build_dag(path, reproduce=True)
+            dags[rerun.dag_id] = rerun
     if errors:
         dags["twinprov_invalid_specs"] = InvalidWorkflowSpecs(
             dag_id="twinprov_invalid_specs",

@@ -570,7 +570,11 @@ class KubeStepOperator(KubernetesPodOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
         step = self._twinprov_step
-        self.configure_run(dict(context["params"]), ti.dag_id, ti.run_id)
+        from twinprov_dags.operators import run_params
+
+        from provenance.config import Settings
+
+        self.configure_run(run_params(Settings.load(), ti.dag_id, context), ti.dag_id, ti.run_id)
         self.twinprov_manifest = None
         self._completed_pod = None
         self.twinprov_facts = self._facts(None, None)

@@ -39,6 +39,17 @@ def step_values(
     return values
 
 
+def run_params(settings: Settings, dag_id: str, context: Any) -> dict[str, Any]:
+    """The params this run really uses: for a rerun (``rerun_of``), the original's values."""
+    from provenance.errors import TwinprovError
+    from provenance.rerun import effective_params
+
+    try:
+        return effective_params(settings, dag_id, dict(context["params"]))
+    except TwinprovError as e:
+        raise AirflowException(str(e)) from e
+
+
 def mlflow_environment(settings: Settings, ti: Any, log: Any) -> dict[str, str]:
     """Tracking URI, experiment and identity for a step that logs to MLflow."""
     from provenance.ids import Ids
@@ -98,7 +109,8 @@ class LocalStepOperator(BaseOperator):
         settings = Settings.load()
         ti = context["ti"]
         ws = workspace_dir(settings.runs_dir, ti.dag_id, ti.run_id)
-        values = step_values(spec, step, dict(context["params"]), str(Path(self.spec_path).parent))
+        params = run_params(settings, ti.dag_id, context)
+        values = step_values(spec, step, params, str(Path(self.spec_path).parent))
         argv = [render(a, values) for a in [*step.command, *step.args]]
         if argv[0] in ("python", "python3"):
             argv[0] = sys.executable  # the local backend runs in this Python environment
@@ -156,12 +168,38 @@ class PublishOperator(BaseOperator):
     ui_color = "#cfe2f3"
     twinprov_role = "publish"
 
+    def __init__(
+        self, *, workflow: str | None = None, fail_unless_reproduced: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.workflow = workflow
+        self.fail_unless_reproduced = fail_unless_reproduced
+
     def execute(self, context: Any) -> dict[str, Any]:
         if os.environ.get("TWINPROV_CAPTURE", "").lower() == "off":
             self.log.warning("twinprov capture is off (TWINPROV_CAPTURE=off): nothing to publish")
             return {}
         ti = context["ti"]
         pub = publish_run(Settings.load(), ti.dag_id, ti.run_id)
+        if pub.verdict is not None:
+            v = pub.verdict
+            self.log.info(
+                "reproducibility of %s: %s%s",
+                v["original_run"],
+                v["status"],
+                f" (first divergent step: {v['first_divergent_step']})"
+                if v.get("first_divergent_step")
+                else "",
+            )
+            if self.fail_unless_reproduced and v["status"] != "reproduced":
+                raise AirflowException(
+                    f"{v['original_run']} did not reproduce: {v['status']}"
+                    + (
+                        f", first divergent step {v['first_divergent_step']}"
+                        if v.get("first_divergent_step")
+                        else ""
+                    )
+                )
         self.log.info(
             "run %s/%s: state %s, %d task tries", pub.dag_id, pub.run_id, pub.state, pub.tries
         )
@@ -227,7 +265,7 @@ class ValidateOutputOperator(BaseOperator):
         assert check is not None
         settings = Settings.load()
         ti = context["ti"]
-        params = dict(context["params"])
+        params = run_params(settings, ti.dag_id, context)
         values = {f"params.{k}": str(v) for k, v in params.items()}
         if check.suite is not None:
             suite_file = Path(self.spec_path).parent / render(check.suite, values)

@@ -53,6 +53,13 @@ def _run_info(ti: Any, task: Any) -> dict[str, Any]:
         info["params"] = {k: params[k] for k in params}
     except Exception as e:  # the context is a convenience, never a reason to lose the event
         info["params_error"] = str(e)
+    else:
+        try:  # a rerun uses the original's values: record those
+            from provenance.rerun import effective_params
+
+            info["params"] = effective_params(Settings.load(), ti.dag_id, info["params"])
+        except Exception as e:
+            info["params_error"] = f"rerun_of: {e}"
     spec_path = getattr(task, "spec_path", None)
     if spec_path:
         from provenance.spec import load_spec, spec_digest

@@ -173,7 +173,7 @@ def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
             for m in fresh.publication.get("mlflow_runs") or []
         ],
         "gaps": fresh.publication.get("gaps") or {},
-        "verdict": None,
+        "verdict": fresh.publication.get("verdict"),
     }
 
 
@@ -335,6 +335,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         out.print(f"PROV   {name}: {path}")
     if summary.get("graph"):
         out.print(f"graph  {summary['graph']}")
+    if summary.get("crate"):
+        out.print(f"crate  {summary['crate']}")
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -394,6 +396,60 @@ def cmd_pods(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerun(ns: argparse.Namespace) -> int:
+    from twinprov_dags.runner import prepare_environment
+
+    prepare_environment()  # before anything imports Airflow
+    from provenance.rerun import RerunError, import_crate, read_crate
+
+    settings = _settings()
+    target = Path(ns.run)
+    try:
+        if (target / "ro-crate-metadata.json").is_file():
+            crate = import_crate(settings, target.resolve())
+            ref = str(crate)
+        else:
+            rec = find_run(Ledger(settings.ledger_url), ns.run)
+            if not rec.publication.get("crate"):
+                raise RerunError(
+                    f"run {rec.dag_id}/{rec.run_id} has no crate: `twinprov publish` it"
+                )
+            crate = Path(str(rec.publication["crate"]))
+            ref = f"{rec.dag_id}/{rec.run_id}"
+        original = read_crate(crate)
+    except RerunError as e:
+        verdict = {"status": "failed", "notes": [str(e)], "exit_code": 2}
+        print(json.dumps(verdict, indent=2)) if ns.json else err.print(f"[red]twinprov:[/] {e}")
+        return 2
+    # the crate alone is the recipe: its embedded spec, programs, suites and param values
+    outcome, summary = _drive(str(original.spec_file), {"rerun_of": ref, **original.params})
+    verdict = summary.get("verdict") or {
+        "status": "failed",
+        "notes": ["the rerun published no verdict"],
+        "exit_code": 2,
+    }
+    if ns.json:
+        print(json.dumps({"run": f"{summary['dag_id']}/{summary['run_id']}", **verdict}, indent=2))
+    else:
+        _print_summary(summary)
+        _print_verdict(verdict)
+    return int(verdict.get("exit_code", 2))
+
+
+def _print_verdict(v: dict[str, Any]) -> None:
+    colour = {"reproduced": "green", "differs": "red"}.get(str(v.get("status")), "yellow")
+    out.print(f"verdict [{colour}]{v.get('status')}[/] against {v.get('original_run')}")
+    if v.get("first_divergent_step"):
+        out.print(f"first divergent step: [bold]{v['first_divergent_step']}[/]")
+    if v.get("outputs"):
+        t = Table("step", "output", "status", "rule")
+        for o in v["outputs"]:
+            t.add_row(o["step"], o["output"], o["status"], o["rule"])
+        out.print(t)
+    for note in v.get("notes") or []:
+        out.print(f"note: {note}")
+
+
 def cmd_runs(ns: argparse.Namespace) -> int:
     settings = _settings()
     runs = Ledger(settings.ledger_url).runs()
@@ -425,6 +481,8 @@ def cmd_show(ns: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
+        if summary.get("verdict"):
+            _print_verdict(summary["verdict"])
     return 0
 
 
@@ -503,6 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)
+    s = sub.add_parser("rerun", help="re-run a run (or a crate) and say whether it reproduced")
+    s.add_argument("run", help="RUN_ID, DAG_ID/RUN_ID, 'latest', or a crate folder")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_rerun)
     s = sub.add_parser("pods", help="the pod manifests a workflow would submit (YAML)")
     s.add_argument("workflow")
     s.add_argument("--backend", choices=["kubernetes", "interlink"])

@@ -4,6 +4,24 @@ Precedence, as in Airflow: environment ``AIRFLOW__TWINPROV__<KEY>`` > section ``
 ``$AIRFLOW_HOME/airflow.cfg`` > default. ``TWINPROV_HOME`` (default ``./.twinprov``) holds the
 embedded ledger, graph store and run folders. The core never reads settings itself: callers load
 a :class:`Settings` and pass its values down.
+
+Keys of ``[twinprov]`` read here (the SPARQL endpoint's own limits are read by the plugin):
+
+* ``ledger_url``: any SQLAlchemy URL (default: SQLite under ``TWINPROV_HOME``), e.g.
+  ``postgresql+psycopg2://twinprov:…@postgres:5432/twinprov``.
+* ``store_path``: folder of the embedded graph store (default ``TWINPROV_HOME/graph-store``).
+* ``sparql_url`` + ``sparql_gsp_url``: use a SPARQL 1.1 server as the graph store instead of the
+  embedded one. ``sparql_url`` is its SPARQL 1.1 Protocol *query* endpoint (the SPARQL endpoint
+  of the API server forwards to the same URL), ``sparql_gsp_url`` its Graph Store Protocol
+  endpoint, through which each run's named graph is replaced by one idempotent ``PUT``. Oxigraph
+  server: ``http://HOST:7878/query`` and ``http://HOST:7878/store``; Fuseki:
+  ``http://HOST:3030/DS/query`` and ``http://HOST:3030/DS/data``. Credentials may be given in the
+  URLs (``http://user:password@host/…``); they are never printed. The server must answer queries
+  over the union of its named graphs (``oxigraph serve --union-default-graph``; Fuseki
+  ``tdb2:unionDefaultGraph true``).
+* ``sparql_timeout_seconds`` (60): HTTP time limit of one request to that server.
+* ``base_iri`` (``urn:twinprov:``), ``mlflow_tracking_uri`` (default: SQLite under
+  ``TWINPROV_HOME``; a server: ``http://mlflow:5000``), ``crate_copy_threshold`` (bytes).
 """
 
 from __future__ import annotations
@@ -53,6 +71,17 @@ class Settings:
     mlflow_tracking_uri: str = ""
     crate_copy_threshold: int = 10 * 1024**2
     """Outputs up to this size are copied into crates; larger ones are referenced."""
+    sparql_url: str = ""
+    """SPARQL 1.1 Protocol query endpoint of a graph-store server ("" = the embedded store)."""
+    sparql_gsp_url: str = ""
+    """Graph Store Protocol endpoint of the same server (each run graph is PUT there)."""
+    sparql_timeout_s: float = 60.0
+    """HTTP time limit of one request to the SPARQL server."""
+
+    @property
+    def remote_store(self) -> bool:
+        """Whether the graph store is a SPARQL 1.1 server rather than the embedded store."""
+        return bool(self.sparql_url or self.sparql_gsp_url)
 
     @property
     def runs_dir(self) -> Path:
@@ -65,8 +94,12 @@ class Settings:
         return self.home / "stac"
 
     @property
-    def mlflow_artifacts(self) -> Path:
-        """Artifact root of experiments twinprov creates in the embedded MLflow store."""
+    def mlflow_artifacts(self) -> Path | None:
+        """Artifact root of experiments twinprov creates in the embedded MLflow store; ``None``
+        for a tracking server (``http(s)://``), whose own artifact store (``mlflow server
+        --artifacts-destination``) then keeps them."""
+        if self.mlflow_tracking_uri.lower().startswith(("http://", "https://")):
+            return None
         return self.home / "mlartifacts"
 
     @property
@@ -83,6 +116,7 @@ class Settings:
         base = _cfg_value("base_iri") or DEFAULT_BASE_IRI
         mlflow = _cfg_value("mlflow_tracking_uri") or f"sqlite:///{home / 'mlflow.db'}"
         threshold = _cfg_value("crate_copy_threshold")
+        timeout = _cfg_value("sparql_timeout_seconds")
         return cls(
             home=home,
             ledger_url=ledger,
@@ -90,4 +124,17 @@ class Settings:
             base_iri=base,
             mlflow_tracking_uri=mlflow,
             crate_copy_threshold=int(threshold) if threshold else 10 * 1024**2,
+            sparql_url=(_cfg_value("sparql_url") or "").strip(),
+            sparql_gsp_url=(_cfg_value("sparql_gsp_url") or "").strip(),
+            sparql_timeout_s=_positive_float(timeout, 60.0),
         )
+
+
+def _positive_float(raw: str | None, default: float) -> float:
+    """A positive number from a setting; the default when unset or unusable (settings are read
+    by the task listener, which must never fail on them)."""
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        return default
+    return value if value > 0 else default

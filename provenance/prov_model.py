@@ -19,6 +19,7 @@ from typing import Any
 
 from prov.constants import PROV as _PROV
 from prov.constants import PROV_LABEL, PROV_LOCATION, PROV_TYPE, PROV_VALUE
+from prov.identifier import Identifier
 from prov.model import ProvDocument, QualifiedName
 
 from provenance.ids import VOCAB, Ids
@@ -58,6 +59,8 @@ class RunFacts:
     end: str | None = None
     mlflow_runs: Sequence[Mapping[str, Any]] = ()
     """MLflow runs the steps created (``MlflowRunRecord.to_dict()`` shapes)."""
+    verdict: Mapping[str, Any] | None = None
+    """For a rerun: the reproducibility verdict (``Verdict.to_dict()`` shape)."""
 
 
 def collapse_tries(events: Iterable[TaskEvent]) -> list[StepTry]:
@@ -179,6 +182,8 @@ class _Builder:
         ):
             if info.get(key):
                 run_attrs[tp(term)] = str(info[key])
+        if f.verdict and f.verdict.get("original_run"):
+            run_attrs[tp("reproduces")] = self._iri(str(f.verdict["original_run"]))
         self.doc.activity(
             run_qn,
             _dt(info.get("run_start") or (min(starts) if starts else None)),
@@ -229,7 +234,57 @@ class _Builder:
             self._task(run_qn, t, previous)
         for m in f.mlflow_runs:
             self._mlflow(m)
+        if f.verdict:
+            self._verdict(run_qn, f.verdict)
         return self.doc
+
+    def _iri(self, iri: str) -> Any:
+        for ns in (self.run_ns, self.data_ns, self.agent_ns):
+            if iri.startswith(ns.uri):
+                return ns[iri[len(ns.uri) :]]
+        return Identifier(iri)
+
+    def _verdict(self, run_qn: QualifiedName, v: Mapping[str, Any]) -> None:
+        f, tp = self.facts, self.t
+        run_local = self.ids.run_local(f.dag_id, f.run_id)
+        check = self.run_ns[f"{run_local}/reproducibility-check"]
+        verdict = self.run_ns[f"{run_local}/verdict"]
+        original = str(v.get("original_run") or "")
+        self.doc.activity(
+            check,
+            None,
+            None,
+            {
+                PROV_TYPE: tp("ReproducibilityCheck"),
+                PROV_LABEL: "compare outputs with the original",
+            },
+        )
+        self.doc.wasInformedBy(check, run_qn)
+        pairs: list[tuple[Any, Any]] = [
+            (PROV_TYPE, tp("ReproducibilityVerdict")),
+            (PROV_LABEL, f"reproducibility verdict: {v.get('status')}"),
+            (tp("verdict"), str(v.get("status"))),
+        ]
+        if original:
+            pairs.append((tp("reproduces"), self._iri(original)))
+        if v.get("first_divergent_step"):
+            pairs.append((tp("firstDivergentStep"), str(v["first_divergent_step"])))
+        if v.get("file"):
+            pairs.append((PROV_LOCATION, str(v["file"])))
+        for note in v.get("notes") or []:
+            pairs.append((tp("note"), str(note)))
+        for o in v.get("outputs") or []:
+            label = f"{o.get('step')}.{o.get('output')}"
+            pairs.append((tp("comparedOutput"), f"{label}: {o.get('status')} ({o.get('rule')})"))
+            if o.get("status") not in ("identical", "equal_within_tolerance"):
+                pairs.append((tp("differingOutput"), label))
+            for sha in (o.get("original_sha256"), o.get("rerun_sha256")):
+                if sha:
+                    used = self.data_entity({"sha256": sha, "name": o.get("output")})
+                    if used is not None:
+                        self.doc.used(check, used)
+        self.doc.entity(verdict, pairs)
+        self.doc.wasGeneratedBy(verdict, check)
 
     def _validation_attrs(self, v: Mapping[str, Any]) -> list[tuple[Any, Any]]:
         tp = self.t

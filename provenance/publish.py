@@ -33,6 +33,7 @@ from provenance.errors import PublishError, RunNotFoundError, StoreError, Twinpr
 from provenance.ids import Ids
 from provenance.ledger import Ledger, RunRecord, TaskEvent
 from provenance.prov_model import RunFacts, build_document, collapse_tries, run_state
+from provenance.spec import RERUN_PARAM
 from provenance.store import EmbeddedStore, open_store
 from provenance.workspace import run_dir, run_slug
 
@@ -57,6 +58,8 @@ class Publication:
     tries: int = 0
     gaps: dict[str, str] = field(default_factory=dict)
     """Stages that could not be done now (e.g. MLflow unreachable), with the reason."""
+    verdict: dict[str, Any] | None = None
+    """For a rerun: the reproducibility verdict (:class:`provenance.rerun.Verdict` as a dict)."""
 
 
 def _step_events(events: list[TaskEvent]) -> list[TaskEvent]:
@@ -192,6 +195,77 @@ def _validation_report(
     return str(dest)
 
 
+def _verdict_stage(
+    settings: Settings, rec: RunRecord, tries: list[Any], state: str
+) -> dict[str, Any]:
+    """Compare a rerun's outputs with the original's (read from its crate); write verdict.json."""
+    import json
+
+    from provenance.rerun import compare_run, resolve_original, spec_of, workflow_of
+
+    ref = str(rec.info["params"][RERUN_PARAM])
+    folder = run_dir(settings.runs_dir, rec.dag_id, rec.run_id) / "reproducibility"
+    try:
+        original = resolve_original(settings, ref, workflow_of(rec.dag_id))
+    except TwinprovError as e:
+        verdict: dict[str, Any] = {
+            "status": "failed",
+            "original_run": ref,
+            "original_crate": None,
+            "outputs": [],
+            "first_divergent_step": None,
+            "notes": [str(e)],
+            "exit_code": 2,
+        }
+    else:
+        outputs: dict[tuple[str, str], tuple[str, Path | None]] = {}
+        inputs: dict[str, dict[str, str]] = {}
+        notes = []
+        if rec.info.get("spec_sha256") and rec.info["spec_sha256"] != original.spec_sha256:
+            notes.append(
+                "the rerun ran a workflow spec that differs from the original's "
+                f"(sha256 {str(rec.info['spec_sha256'])[:12]}… vs {original.spec_sha256[:12]}…)"
+            )
+        for t in _latest_tries(tries):
+            if t.payload.get("role") != "step" or t.state != "success":
+                continue
+            for o in t.manifest.get("outputs") or []:
+                if o.get("sha256"):
+                    where = o.get("abs_path")
+                    outputs[(t.task_id, str(o["name"]))] = (
+                        str(o["sha256"]),
+                        Path(str(where)) if where else None,
+                    )
+            inputs[t.task_id] = {
+                str(i["name"]): str(i["sha256"])
+                for i in t.manifest.get("inputs") or []
+                if i.get("sha256")
+            }
+            target, pinned = t.payload.get("target"), t.payload.get("image_pinned")
+            if target == "local":
+                note = (
+                    "steps ran on the local backend: container images were not used; "
+                    "the Python environment is recorded instead"
+                )
+                if note not in notes:
+                    notes.append(note)
+            elif pinned is False:
+                notes.append(
+                    f"step {t.task_id}: image {t.payload.get('image')} is not pinned by digest: "
+                    "the rerun may have used a different image"
+                )
+        verdict = compare_run(
+            original, spec_of(original), outputs, inputs, rerun_state=state, notes=notes
+        ).to_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "verdict.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(verdict, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+    verdict["file"] = str(path)
+    return verdict
+
+
 def crate_dir(settings: Settings, dag_id: str, run_id: str) -> Path:
     """Folder of a run's RO-Crate."""
     return run_dir(settings.runs_dir, dag_id, run_id) / "crate"
@@ -240,12 +314,20 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
             gaps["mlflow"] = f"MLflow at {settings.mlflow_tracking_uri} unreachable: {e}"
             log.warning("twinprov: %s", gaps["mlflow"])
 
-    facts = RunFacts(dag_id, run_id, rec.info, state, ended, mlflow_runs)
+    verdict = None
+    if (rec.info.get("params") or {}).get(RERUN_PARAM):
+        verdict = _verdict_stage(settings, rec, tries, state)
+    facts = RunFacts(dag_id, run_id, rec.info, state, ended, mlflow_runs, verdict)
     doc = build_document(Ids(settings.base_iri), facts, events)
     texts = {PROV_FORMATS[f]: _serialize(doc, f) for f in PROV_FORMATS}
     files = _write_atomically(run_dir(settings.runs_dir, dag_id, run_id) / "prov", texts)
     digest = hashlib.sha256(texts[PROV_FORMATS["provjson"]].encode()).hexdigest()
-    publication: dict[str, Any] = {"files": files, "graph": graph, "mlflow_runs": mlflow_runs}
+    publication: dict[str, Any] = {
+        "files": files,
+        "graph": graph,
+        "mlflow_runs": mlflow_runs,
+        "verdict": verdict,
+    }
     ledger.update_run(
         dag_id,
         run_id,
@@ -324,7 +406,17 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         err = str(e)
         log.warning("twinprov: %s; the run stays pending for the graph store", err)
     return Publication(
-        dag_id, run_id, state, graph, files, digest, triples, err, len(tries), gaps=gaps
+        dag_id,
+        run_id,
+        state,
+        graph,
+        files,
+        digest,
+        triples,
+        err,
+        len(tries),
+        gaps=gaps,
+        verdict=verdict,
     )
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 __all__ = [
     "Author",
     "Check",
+    "RERUN_PARAM",
+    "Reproducibility",
+    "Tolerance",
     "Defaults",
     "Hpc",
     "Kubernetes",
@@ -50,6 +53,8 @@ ParamType = Literal["string", "integer", "number", "boolean"]
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ID = r"^[A-Za-z][A-Za-z0-9_]*$"
 PUBLISH_TASK_ID = "publish_provenance"
+RERUN_PARAM = "rerun_of"
+"""The param every generated DAG has: which run this run re-runs (empty for a normal run)."""
 """Task id of the final publication task every generated DAG ends with (reserved)."""
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _REF = re.compile(r"^(params|inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)$")
@@ -97,6 +102,19 @@ class Check(_Model):
     on_failure: Literal["fail", "warn"] = "fail"
 
 
+class Tolerance(_Model):
+    """Numeric comparison of an output in reruns (for steps not bitwise deterministic)."""
+
+    rtol: float = Field(default=0.0, ge=0)
+    atol: float = Field(default=0.0, ge=0)
+
+
+class Reproducibility(_Model):
+    """Scheduled reruns of the workflow's latest successful run."""
+
+    schedule: str
+
+
 class Output(_Model):
     """A file a step writes, relative to the run workspace."""
 
@@ -104,6 +122,8 @@ class Output(_Model):
     path: str
     media_type: str
     validation: Check | None = None
+    compare: Tolerance | None = None
+    """Reruns compare this output numerically within a tolerance instead of byte for byte."""
     geospatial: bool | None = None
     """Publish as a STAC Item (``None``: decide from the file, e.g. NetCDF lat/lon)."""
 
@@ -223,6 +243,7 @@ class WorkflowSpec(_Model):
     defaults: Defaults = Field(default_factory=Defaults)
     params: dict[str, Param] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1)
+    reproducibility: Reproducibility | None = None
 
     def with_target(self, target: Target) -> WorkflowSpec:
         """The same workflow with every step on ``target`` (re-checked: images may be needed)."""
@@ -452,6 +473,8 @@ def _semantic_issues(spec: WorkflowSpec, base_dir: Path | None = None) -> list[S
         issues += _step_issues(spec, i, s, base_dir)
     for name, p in spec.params.items():
         issues += _check_param(name, p)
+        if name == RERUN_PARAM:
+            issues.append(SpecIssue(f"params.{name}", "reserved: every workflow has it (reruns)"))
     ids = [s.id for s in spec.steps]
     seen: set[str] = set()
     outputs: dict[str, set[str]] = {}

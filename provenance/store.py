@@ -1,24 +1,50 @@
 """The graph store: one named graph per run, derived from the ledger and rebuildable from it.
 
-The embedded store is pyoxigraph on disk. It has one owner process at a time (pyoxigraph's own
-rule), so it is opened for one operation and closed straight after; a second process that finds
-it locked gets a :class:`~provenance.errors.StoreError` naming the cause, and the ledger keeps
-the provenance until a later catch-up.
+Two kinds, with the same four operations (:class:`GraphStore`), chosen in one place,
+:func:`open_store`, from the settings:
+
+* the embedded store (default), pyoxigraph on disk. It has one owner process at a time
+  (pyoxigraph's own rule), so it is opened for one operation and closed straight after; a second
+  process that finds it locked gets a :class:`~provenance.errors.StoreError` naming the cause, and
+  the ledger keeps the provenance until a later catch-up;
+* a SPARQL 1.1 server (``[twinprov] sparql_url`` + ``sparql_gsp_url``; see
+  :mod:`provenance.remote_store`), for deployments where many processes publish and query.
 """
 
 from __future__ import annotations
 
-__all__ = ["EmbeddedStore", "open_store"]
+__all__ = ["EmbeddedStore", "GraphStore", "open_store"]
 
 import gc
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyoxigraph as ox
 
 from provenance.errors import QueryError, StoreError
+
+
+class GraphStore(Protocol):
+    """What publication and queries need of an open graph store."""
+
+    def replace_graph(self, graph_iri: str, turtle: str | bytes) -> int:
+        """Make the named graph exactly ``turtle``'s triples; returns the triple count."""
+        ...
+
+    def graph_size(self, graph_iri: str) -> int:
+        """Number of triples in a named graph."""
+        ...
+
+    def graphs(self) -> list[str]:
+        """Names of every graph in the store."""
+        ...
+
+    def query(self, sparql: str) -> Any:
+        """A SPARQL 1.1 query over the union of the run graphs: pyoxigraph ``QuerySolutions``,
+        ``QueryBoolean`` or ``QueryTriples``."""
+        ...
 
 
 class EmbeddedStore:
@@ -79,8 +105,21 @@ class EmbeddedStore:
             raise QueryError(f"query failed: {e}") from e
 
 
-def open_store(settings: Any) -> Any:
-    """The run-graph store the settings name, as a context manager yielding an open store with
-    ``replace_graph``, ``graph_size``, ``graphs`` and ``query``: the embedded pyoxigraph store
-    (default) or a SPARQL 1.1 server."""
+def open_store(settings: Any) -> AbstractContextManager[Any]:
+    """The run-graph store the settings name, as a context manager yielding an open
+    :class:`GraphStore`: a SPARQL 1.1 server when ``settings.sparql_url`` or
+    ``settings.sparql_gsp_url`` is set (both are then needed), else the embedded pyoxigraph store
+    at ``settings.store_path``.
+
+    Raises:
+        StoreError: the server settings are incomplete, or the embedded store is held by
+            another process.
+    """
+    query_url = str(getattr(settings, "sparql_url", "") or "")
+    gsp_url = str(getattr(settings, "sparql_gsp_url", "") or "")
+    if query_url or gsp_url:
+        from provenance.remote_store import SparqlStore
+
+        timeout = float(getattr(settings, "sparql_timeout_s", 60.0) or 60.0)
+        return SparqlStore(query_url, gsp_url, timeout_s=timeout).open()
     return EmbeddedStore(settings.store_path).open()

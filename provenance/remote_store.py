@@ -1,0 +1,206 @@
+"""The graph store as a SPARQL 1.1 server: Oxigraph server (``oxigraph serve``), Fuseki, GraphDB…
+
+The same four operations as the embedded store (:class:`provenance.store.EmbeddedStore`), over
+HTTP:
+
+* :meth:`SparqlStore.replace_graph` sends the run's Turtle with one Graph Store Protocol ``PUT``
+  of its named graph. ``PUT`` *replaces* the graph, so a retry, a replay or a catch-up of the same
+  run never duplicates a triple, and two writers of the same run leave one of the two complete
+  versions, never a mix.
+* :meth:`SparqlStore.query` posts the query to the SPARQL 1.1 Protocol endpoint, asking for SPARQL
+  Query Results JSON (SELECT, ASK) or N-Triples (CONSTRUCT, DESCRIBE), and hands back the same
+  pyoxigraph objects the embedded store returns (``QuerySolutions``, ``QueryBoolean``,
+  ``QueryTriples``), parsed by pyoxigraph's own parsers: callers cannot tell the two stores apart.
+* :meth:`SparqlStore.graph_size` and :meth:`SparqlStore.graphs` are SPARQL queries.
+
+Every failure to reach the server, or a server error, is a :class:`~provenance.errors.StoreError`
+(so a publication leaves its run pending in the ledger, to be caught up later); a query the server
+rejects as malformed is a :class:`~provenance.errors.QueryError`. No Airflow here.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SparqlStore"]
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pyoxigraph as ox
+
+from provenance.errors import QueryError, StoreError
+
+_RESULTS_JSON = "application/sparql-results+json"
+_NTRIPLES = "application/n-triples"
+_ACCEPT = f"{_RESULTS_JSON}, {_NTRIPLES};q=0.9"
+_USER_AGENT = "twinprov"
+
+
+def safe_url(url: str) -> str:
+    """``url`` without the password of its user part (safe to print)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<sparql url>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def _iri_literal(iri: str) -> str:
+    """``<iri>`` in SPARQL syntax, through pyoxigraph (which refuses what is not an IRI)."""
+    try:
+        return str(ox.NamedNode(iri))
+    except ValueError as e:
+        raise StoreError(f"'{iri}' is not an IRI: {e}") from e
+
+
+class SparqlStore:
+    """A SPARQL 1.1 server as the run-graph store; use :meth:`open` as a context manager.
+
+    Args:
+        query_url: the SPARQL 1.1 Protocol query endpoint (``[twinprov] sparql_url``).
+        gsp_url: the Graph Store Protocol endpoint (``[twinprov] sparql_gsp_url``).
+        timeout_s: time limit of one HTTP request.
+    """
+
+    def __init__(self, query_url: str, gsp_url: str, *, timeout_s: float = 60.0) -> None:
+        missing = [k for k, v in (("sparql_url", query_url), ("sparql_gsp_url", gsp_url)) if not v]
+        if missing:
+            raise StoreError(
+                "a SPARQL server as graph store needs both [twinprov] sparql_url (query "
+                "endpoint) and sparql_gsp_url (Graph Store Protocol endpoint); missing: "
+                + ", ".join(missing)
+            )
+        self.query_url = query_url
+        self.gsp_url = gsp_url
+        self.timeout_s = timeout_s
+        self._client: httpx.Client | None = None
+
+    def __repr__(self) -> str:
+        return f"SparqlStore({safe_url(self.query_url)!r}, {safe_url(self.gsp_url)!r})"
+
+    @contextmanager
+    def open(self) -> Iterator[SparqlStore]:
+        """Keep one HTTP connection pool for the duration of the ``with`` block."""
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 5.0)),
+            headers={"User-Agent": _USER_AGENT},
+            follow_redirects=False,
+        )
+        try:
+            yield self
+        finally:
+            client, self._client = self._client, None
+            client.close()
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            raise StoreError("the graph store is not open; use `with store.open():`")
+        return self._client
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.client.request(method, url, **kwargs)
+        except httpx.TimeoutException as e:
+            raise StoreError(
+                f"the SPARQL server at {safe_url(url)} did not answer within "
+                f"{self.timeout_s:g} s ({type(e).__name__})"
+            ) from e
+        except httpx.HTTPError as e:
+            raise StoreError(
+                f"the SPARQL server at {safe_url(url)} cannot be reached: {type(e).__name__}: {e}"
+            ) from e
+
+    @staticmethod
+    def _fail(resp: httpx.Response, what: str) -> StoreError:
+        body = resp.text[:500].strip()
+        return StoreError(
+            f"the SPARQL server refused to {what} (HTTP {resp.status_code} from "
+            f"{safe_url(str(resp.request.url))}): {body}"
+        )
+
+    # -- the store interface -----------------------------------------------------------------
+
+    def replace_graph(self, graph_iri: str, turtle: str | bytes) -> int:
+        """Make the named graph exactly ``turtle``'s triples (one GSP ``PUT``); returns the
+        number of triples the server then holds in it."""
+        _iri_literal(graph_iri)
+        data = turtle.encode("utf-8") if isinstance(turtle, str) else turtle
+        resp = self._send(
+            "PUT",
+            self.gsp_url,
+            params={"graph": graph_iri},
+            content=data,
+            headers={"Content-Type": "text/turtle; charset=utf-8"},
+        )
+        if resp.status_code not in (200, 201, 204):
+            raise self._fail(resp, f"store graph <{graph_iri}>")
+        return self.graph_size(graph_iri)
+
+    def graph_size(self, graph_iri: str) -> int:
+        """Number of triples in a named graph."""
+        g = _iri_literal(graph_iri)
+        res = self._select(f"SELECT (COUNT(*) AS ?n) WHERE {{ GRAPH {g} {{ ?s ?p ?o }} }}")
+        for sol in res:
+            n = sol["n"]
+            return int(n.value) if n is not None else 0
+        return 0
+
+    def graphs(self) -> list[str]:
+        """Names of every graph in the store."""
+        res = self._select("SELECT DISTINCT ?g WHERE { GRAPH ?g { } }")
+        return sorted(sol["g"].value for sol in res if isinstance(sol["g"], ox.NamedNode))
+
+    def _select(self, sparql: str) -> ox.QuerySolutions:
+        try:
+            res = self.query(sparql)
+        except QueryError as e:
+            raise StoreError(str(e)) from e
+        if not isinstance(res, ox.QuerySolutions):
+            raise StoreError(f"the SPARQL server answered a SELECT with {type(res).__name__}")
+        return res
+
+    def query(self, sparql: str) -> Any:
+        """Run a SPARQL 1.1 query on the server; the answer as pyoxigraph query results."""
+        resp = self._send(
+            "POST",
+            self.query_url,
+            data={"query": sparql},
+            headers={"Accept": _ACCEPT},
+        )
+        if resp.status_code == 400:
+            raise QueryError(f"malformed SPARQL: {resp.text[:2000].strip()}")
+        if resp.status_code != 200:
+            raise self._fail(resp, "answer a query")
+        kind = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        try:
+            if kind in (_RESULTS_JSON, "application/json"):
+                return ox.parse_query_results(resp.content, format=ox.QueryResultsFormat.JSON)
+            if kind in (_NTRIPLES, "text/plain"):
+                return _as_query_triples(resp.content)
+        except (SyntaxError, ValueError) as e:
+            raise StoreError(
+                f"the SPARQL server at {safe_url(self.query_url)} sent an answer that does not "
+                f"parse as {kind}: {e}"
+            ) from e
+        raise StoreError(
+            f"the SPARQL server at {safe_url(self.query_url)} answered in {kind or 'no format'}; "
+            f"twinprov asks for {_RESULTS_JSON} or {_NTRIPLES}"
+        )
+
+
+def _as_query_triples(ntriples: bytes) -> ox.QueryTriples:
+    """The triples of a CONSTRUCT/DESCRIBE answer as a pyoxigraph ``QueryTriples`` (what the
+    embedded store returns), by loading them into a throw-away in-memory store."""
+    mem = ox.Store()
+    mem.load(ntriples, format=ox.RdfFormat.N_TRIPLES)
+    res = mem.query("CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }")
+    assert isinstance(res, ox.QueryTriples)
+    return res

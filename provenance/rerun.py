@@ -1,0 +1,469 @@
+"""Reruns with a reproducibility verdict.
+
+A run is rebuilt from its RO-Crate alone (read with ``rocrate``): the embedded workflow spec
+(checked against its recorded sha256), the parameter values and the recorded outputs of every
+task try. A rerun is an ordinary run of the workflow whose param ``rerun_of`` names the original
+(``DAG_ID/RUN_ID``, a run id, ``latest``, or a crate imported under ``TWINPROV_HOME/imports``);
+its steps use the original's parameter values, and its publication compares every output with
+the original's and records a :class:`Verdict` (PROV, crate, ``twinprov show``).
+
+Byte identity is the default rule. An output may declare a numeric tolerance in the spec
+(``compare: {rtol, atol}``): NetCDF, CSV and Parquet outputs then count as equal when they have
+the same variables/columns and shapes and their values agree within it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RERUN_PARAM",
+    "OutputComparison",
+    "RecordedRun",
+    "RerunError",
+    "Verdict",
+    "compare_run",
+    "effective_params",
+    "import_crate",
+    "read_crate",
+    "resolve_original",
+]
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from provenance.config import Settings
+from provenance.errors import TwinprovError
+from provenance.spec import RERUN_PARAM, WorkflowSpec, load_spec
+
+PROVENANCE_PROFILE = "https://w3id.org/ro/wfrun/provenance/0.5"
+_COMPLETED = "http://schema.org/CompletedActionStatus"
+
+
+class RerunError(TwinprovError):
+    """A rerun cannot be prepared: not our crate, a changed spec, a missing input…"""
+
+
+@dataclass(frozen=True)
+class RecordedOutput:
+    """One output of the original run, as its crate records it."""
+
+    step: str
+    name: str
+    sha256: str
+    media_type: str
+    path: Path | None
+    """Where the original bytes can be read now (copied into the crate, or at their location)."""
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """What a rerun needs from the original run's crate."""
+
+    crate: Path
+    dag_id: str
+    run_id: str
+    run_iri: str
+    spec_file: Path
+    spec_sha256: str
+    params: Mapping[str, Any]
+    outputs: Mapping[tuple[str, str], RecordedOutput]
+    step_inputs: Mapping[str, Mapping[str, str]]
+    """Per step: input name → sha256 the step used."""
+    images: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """One output, original against rerun."""
+
+    step: str
+    output: str
+    status: str
+    """``identical``, ``equal_within_tolerance``, ``differs``, ``missing`` or ``new``."""
+    original_sha256: str | None
+    rerun_sha256: str | None
+    rule: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to "did it reproduce?"."""
+
+    status: str
+    """``reproduced``, ``differs``, ``failed`` (the rerun itself failed) or ``inputs_changed``."""
+    original_run: str
+    original_crate: str
+    outputs: tuple[OutputComparison, ...] = ()
+    first_divergent_step: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        """0 reproduced, 1 differs, 2 could not run."""
+        return {"reproduced": 0, "differs": 1}.get(self.status, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        d = asdict(self)
+        d["outputs"] = [asdict(o) for o in self.outputs]
+        d["notes"] = list(self.notes)
+        d["exit_code"] = self.exit_code
+        return d
+
+
+# -- reading a crate ------------------------------------------------------------------------
+
+
+def _ids(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _local_path(crate_dir: Path, ident: str) -> Path | None:
+    if ident.startswith("file://"):
+        p = Path(unquote(urlparse(ident).path))
+    elif "://" in ident or ident.startswith("#"):
+        return None
+    else:
+        p = crate_dir / unquote(ident)
+    return p if p.is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_crate(crate_dir: Path) -> RecordedRun:
+    """The original run as its crate describes it; :class:`RerunError` if it is not one of ours."""
+    from rocrate.rocrate import ROCrate
+
+    crate_dir = Path(crate_dir)
+    if not (crate_dir / "ro-crate-metadata.json").is_file():
+        raise RerunError(f"{crate_dir} is not an RO-Crate folder (no ro-crate-metadata.json)")
+    try:
+        crate = ROCrate(str(crate_dir))
+    except Exception as e:
+        raise RerunError(f"cannot read the crate {crate_dir}: {e}") from e
+    profiles = {getattr(p, "id", p) for p in _ids(crate.root_dataset.get("conformsTo"))}
+    if PROVENANCE_PROFILE not in profiles:
+        raise RerunError(
+            f"{crate_dir} is not a Provenance Run Crate: its conformsTo lacks {PROVENANCE_PROFILE}"
+        )
+    run = crate.get("#run")
+    iri = str(run.get("identifier") or "") if run is not None else ""
+    parts = iri.rsplit("/", 2)  # <base>run/<dag>/<run>
+    if len(parts) != 3 or not parts[0].endswith("run"):
+        raise RerunError(f"{crate_dir} was not published by twinprov: it has no '#run' action")
+    dag_q, run_q = parts[1], parts[2]
+    main = crate.mainEntity
+    if main is None:
+        raise RerunError(f"{crate_dir} has no main workflow (mainEntity)")
+    spec_file = crate_dir / unquote(main.id)
+    recorded = str(main.get("sha256") or "")
+    if not spec_file.is_file():
+        raise RerunError(f"the crate's workflow spec {main.id} is missing from {crate_dir}")
+    actual = _sha256(spec_file)
+    if recorded != actual:
+        raise RerunError(
+            f"the crate's workflow spec {main.id} does not match its recorded sha256 "
+            f"({actual[:12]}… found, {recorded[:12]}… recorded): the crate was altered"
+        )
+    params = {
+        str(pv.get("name")): pv.get("value")
+        for pv in _ids(run.get("object"))
+        if "PropertyValue" in _ids(pv.type) and pv.get("name") != RERUN_PARAM
+    }
+    outputs: dict[tuple[str, str], RecordedOutput] = {}
+    inputs: dict[str, dict[str, str]] = {}
+    tries: dict[str, tuple[int, Any]] = {}
+    for entity in crate.get_entities():
+        if not entity.id.startswith("#try/") or "CreateAction" not in _ids(entity.type):
+            continue
+        step_q, _, number = entity.id[len("#try/") :].rpartition("/")
+        step = unquote(step_q)
+        n = int(number) if number.isdigit() else 0
+        if str(entity.get("actionStatus")) != _COMPLETED:
+            continue
+        if step not in tries or n > tries[step][0]:
+            tries[step] = (n, entity)
+    for step, (_n, entity) in tries.items():
+        for kind, target in (("out", outputs), ("in", None)):
+            refs = entity.get("result") if kind == "out" else entity.get("object")
+            for f in _ids(refs):
+                if "File" not in _ids(getattr(f, "type", None)) or not f.get("sha256"):
+                    continue
+                prefix = f"#tool/{step_q_of(step)}/{kind}/"
+                names = [
+                    unquote(w.id[len(prefix) :])
+                    for w in _ids(f.get("exampleOfWork"))
+                    if getattr(w, "id", "").startswith(prefix)
+                ]
+                for name in names:
+                    if target is not None:
+                        target[(step, name)] = RecordedOutput(
+                            step,
+                            name,
+                            str(f["sha256"]),
+                            str(f.get("encodingFormat") or ""),
+                            _local_path(crate_dir, f.id),
+                        )
+                    else:
+                        inputs.setdefault(step, {})[name] = str(f["sha256"])
+    return RecordedRun(
+        crate=crate_dir,
+        dag_id=unquote(dag_q),
+        run_id=unquote(run_q),
+        run_iri=iri,
+        spec_file=spec_file,
+        spec_sha256=recorded,
+        params=params,
+        outputs=outputs,
+        step_inputs=inputs,
+    )
+
+
+def step_q_of(step: str) -> str:
+    """A step id as the crate writes it in fragment identifiers."""
+    from urllib.parse import quote
+
+    return quote(step, safe="")
+
+
+# -- finding the original ---------------------------------------------------------------------
+
+
+def import_crate(settings: Settings, crate_dir: Path) -> Path:
+    """Copy a crate from anywhere under ``TWINPROV_HOME/imports`` (where reruns may read it)."""
+    recorded = read_crate(crate_dir)  # refuse anything that is not one of our crates first
+    key = hashlib.sha256((crate_dir / "ro-crate-metadata.json").read_bytes()).hexdigest()[:16]
+    dest = settings.home / "imports" / f"{recorded.dag_id}-{key}"
+    if not dest.is_dir():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(crate_dir, tmp, symlinks=False)
+        tmp.replace(dest)
+    return dest
+
+
+def resolve_original(settings: Settings, ref: str, dag_id: str) -> RecordedRun:
+    """The run ``ref`` names, read from its crate.
+
+    ``ref`` is ``latest`` (the newest successful run of ``dag_id``), ``DAG_ID/RUN_ID``, a run id,
+    or a crate folder inside ``TWINPROV_HOME`` (``imports/…`` or a run's ``crate``). Params are
+    untrusted input: a crate anywhere else on the machine must be imported first
+    (``twinprov rerun CRATE`` does that).
+    """
+    from provenance.ledger import Ledger
+
+    ref = ref.strip()
+    path = Path(ref)
+    if path.is_absolute() or ref.startswith("imports/"):
+        full = (settings.home / path).resolve() if not path.is_absolute() else path.resolve()
+        if settings.home.resolve() not in full.parents:
+            raise RerunError(
+                f"rerun_of names {ref}, outside {settings.home}: import the crate first "
+                "(`twinprov rerun CRATE` does)"
+            )
+        return read_crate(full)
+    runs = Ledger(settings.ledger_url).runs()
+    if ref == "latest":
+        done = [r for r in runs if r.dag_id == dag_id and r.state == "success"]
+        done = [
+            r
+            for r in done
+            if r.publication.get("crate") and not r.info.get("params", {}).get(RERUN_PARAM)
+        ]
+        if not done:
+            raise RerunError(f"no successful, published run of {dag_id} to re-run")
+        rec = max(done, key=lambda r: r.first_seen)
+    else:
+        d, sep, r = ref.partition("/")
+        matches = (
+            [x for x in runs if (x.dag_id, x.run_id) == (d, r)]
+            if sep
+            else [x for x in runs if x.run_id == ref and x.dag_id == dag_id]
+        )
+        if not matches:
+            raise RerunError(f"rerun_of: no recorded run '{ref}' of {dag_id}")
+        rec = matches[0]
+    crate = rec.publication.get("crate")
+    if not crate:
+        raise RerunError(f"run {rec.dag_id}/{rec.run_id} has no crate yet (`twinprov publish`)")
+    return read_crate(Path(str(crate)))
+
+
+REPRODUCE_SUFFIX = "__reproduce"
+
+
+def workflow_of(dag_id: str) -> str:
+    """The workflow a DAG runs (a scheduled-rerun DAG ``W__reproduce`` runs ``W``)."""
+    return dag_id.removesuffix(REPRODUCE_SUFFIX)
+
+
+def effective_params(settings: Settings, dag_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params a run really uses: for a rerun, the original's values (plus ``rerun_of``)."""
+    ref = str(params.get(RERUN_PARAM) or "")
+    if not ref:
+        return dict(params)
+    original = resolve_original(settings, ref, workflow_of(dag_id))
+    merged = {k: v for k, v in params.items() if k not in original.params}
+    merged.update(original.params)
+    merged[RERUN_PARAM] = ref
+    return merged
+
+
+# -- comparing --------------------------------------------------------------------------------
+
+
+def _numeric_equal(a: Path, b: Path, media_type: str, rtol: float, atol: float) -> bool | None:
+    """Same shape/variables and values within tolerance; ``None`` if the type is not supported."""
+    import numpy as np
+
+    if media_type in ("application/x-netcdf", "application/netcdf"):
+        import xarray as xr
+
+        with xr.open_dataset(a) as da, xr.open_dataset(b) as db:
+            if set(da.data_vars) != set(db.data_vars):
+                return False
+            for name in da.data_vars:
+                x, y = da[name], db[name]
+                if x.dims != y.dims or x.shape != y.shape:
+                    return False
+                if x.dtype.kind in "iuf":
+                    if not np.allclose(x.values, y.values, rtol=rtol, atol=atol, equal_nan=True):
+                        return False
+                elif not np.array_equal(x.values, y.values):
+                    return False
+            return True
+    if media_type in ("text/csv", "application/vnd.apache.parquet", "application/x-parquet"):
+        import pandas as pd
+
+        read = pd.read_csv if media_type == "text/csv" else pd.read_parquet
+        x, y = read(a), read(b)
+        if list(x.columns) != list(y.columns) or x.shape != y.shape:
+            return False
+        for col in x.columns:
+            if x[col].dtype.kind in "iuf" and y[col].dtype.kind in "iuf":
+                if not np.allclose(x[col], y[col], rtol=rtol, atol=atol, equal_nan=True):
+                    return False
+            elif not x[col].equals(y[col]):
+                return False
+        return True
+    return None
+
+
+def compare_run(
+    original: RecordedRun,
+    spec: WorkflowSpec,
+    rerun_outputs: Mapping[tuple[str, str], tuple[str, Path | None]],
+    rerun_inputs: Mapping[str, Mapping[str, str]],
+    *,
+    rerun_state: str,
+    notes: Sequence[str] = (),
+) -> Verdict:
+    """Compare every output of a rerun with the original's and name the first divergence.
+
+    ``rerun_outputs``: (step, output) → (sha256, path); ``rerun_inputs``: step → input sha256s.
+    """
+    tolerances = {
+        (s.id, o.name): o.compare for s in spec.steps for o in s.outputs if o.compare is not None
+    }
+    comparisons: list[OutputComparison] = []
+    differing_steps: set[str] = set()
+    for key in sorted(set(original.outputs) | set(rerun_outputs)):
+        step, name = key
+        orig = original.outputs.get(key)
+        new = rerun_outputs.get(key)
+        if orig is None:
+            comparisons.append(
+                OutputComparison(
+                    step, name, "new", None, new[0] if new else None, "not in the original run"
+                )
+            )
+            differing_steps.add(step)
+            continue
+        if new is None:
+            comparisons.append(
+                OutputComparison(
+                    step, name, "missing", orig.sha256, None, "the rerun did not produce it"
+                )
+            )
+            differing_steps.add(step)
+            continue
+        if new[0] == orig.sha256:
+            comparisons.append(
+                OutputComparison(step, name, "identical", orig.sha256, new[0], "identical bytes")
+            )
+            continue
+        tol = tolerances.get(key)
+        if tol is not None and orig.path is not None and new[1] is not None:
+            rule = f"equal within rtol={tol.rtol:g}, atol={tol.atol:g}"
+            equal = _numeric_equal(orig.path, new[1], orig.media_type, tol.rtol, tol.atol)
+            if equal:
+                comparisons.append(
+                    OutputComparison(
+                        step, name, "equal_within_tolerance", orig.sha256, new[0], rule
+                    )
+                )
+                continue
+            why = rule if equal is not None else f"no numeric comparison for {orig.media_type}"
+            comparisons.append(
+                OutputComparison(
+                    step,
+                    name,
+                    "differs",
+                    orig.sha256,
+                    new[0],
+                    f"not {why}" if equal is False else why,
+                )
+            )
+        else:
+            rule = "identical bytes"
+            if tol is not None:
+                rule += " (tolerance declared, but the original bytes are not readable here)"
+            comparisons.append(OutputComparison(step, name, "differs", orig.sha256, new[0], rule))
+        differing_steps.add(step)
+    first = None
+    for step in spec.topological_order():
+        if step.id not in differing_steps:
+            continue
+        same_inputs = dict(rerun_inputs.get(step.id, {})) == dict(
+            original.step_inputs.get(step.id, {})
+        )
+        if same_inputs:
+            first = step.id
+            break
+    if rerun_state != "success":
+        status = "failed"
+    elif differing_steps:
+        status = "differs"
+    else:
+        status = "reproduced"
+    return Verdict(
+        status=status,
+        original_run=original.run_iri,
+        original_crate=str(original.crate),
+        outputs=tuple(comparisons),
+        first_divergent_step=first,
+        notes=tuple(notes),
+    )
+
+
+def load_verdict(path: Path) -> dict[str, Any]:
+    """A verdict written by the publication (``verdict.json``)."""
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def spec_of(original: RecordedRun) -> WorkflowSpec:
+    """The workflow spec embedded in the original's crate."""
+    return load_spec(original.spec_file)
