@@ -65,7 +65,7 @@ def workflow_path(name: str) -> Path:
     return folder / f"{name}.yaml"
 
 
-def load_workflow_dag(name: str, backend: str | None = None) -> Any:
+def load_workflow_dag(name: str, backend: str | None = None, reproduce: bool = False) -> Any:
     """The DAG of a workflow by name (or spec path)."""
     from twinprov_dags.factory import build_dag
 
@@ -78,14 +78,19 @@ def load_workflow_dag(name: str, backend: str | None = None) -> Any:
 
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise RunNotFoundError(f"no workflow '{name}' (known: {', '.join(known) or 'none'})")
-    return build_dag(path, backend)
+    return build_dag(path, backend, reproduce=reproduce)
 
 
-def run_workflow(name: str, params: dict[str, Any], backend: str | None = None) -> RunOutcome:
-    """Run a workflow once through ``dag.test()`` and return how it ended."""
+def run_workflow(
+    name: str, params: dict[str, Any], backend: str | None = None, *, reproduce: bool = False
+) -> RunOutcome:
+    """Run a workflow once through ``dag.test()`` and return how it ended.
+
+    ``reproduce`` runs the workflow's scheduled-rerun DAG (``<name>__reproduce``) instead.
+    """
     prepare_environment()
     ensure_database()
-    dag = load_workflow_dag(name, backend)
+    dag = load_workflow_dag(name, backend, reproduce)
     dr = dag.test(run_conf=params or None)
     state = str(getattr(dr.state, "value", dr.state))
     return RunOutcome(dag.dag_id, dr.run_id, state)
