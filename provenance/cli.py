@@ -396,6 +396,37 @@ def cmd_pods(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crate(ns: argparse.Namespace) -> int:
+    import shutil
+
+    settings = _settings()
+    rec = find_run(Ledger(settings.ledger_url), ns.run)
+    crate = rec.publication.get("crate")
+    if not crate or not Path(str(crate)).is_dir():
+        gap = (rec.publication.get("gaps") or {}).get("crate", "not published yet")
+        raise TwinprovError(
+            f"run {rec.dag_id}/{rec.run_id} has no crate ({gap}); `twinprov publish RUN` makes one"
+        )
+    path = Path(str(crate))
+    if ns.check:
+        from ro_crates.conformance import check_conformance
+
+        report = check_conformance(path)
+        err.print(
+            f"provenance-run-crate-0.5: {report.required} REQUIRED, "
+            f"{report.recommended} RECOMMENDED issue(s)"
+        )
+        for m in report.messages("REQUIRED"):
+            err.print(f"  {m}")
+        if report.required:
+            return 1
+    if ns.zip:
+        base = path.parent / f"{rec.dag_id}-{path.parent.name}-crate"
+        path = Path(shutil.make_archive(str(base), "zip", root_dir=path))
+    print(path)
+    return 0
+
+
 def cmd_rerun(ns: argparse.Namespace) -> int:
     from twinprov_dags.runner import prepare_environment
 
@@ -561,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)
+    s = sub.add_parser("crate", help="path of a run's RO-Crate (Provenance Run Crate 0.5)")
+    s.add_argument("run")
+    s.add_argument("--zip", action="store_true", help="write and print a .zip of the crate")
+    s.add_argument("--check", action="store_true", help="check it with rocrate-validator first")
+    s.set_defaults(func=cmd_crate)
     s = sub.add_parser("rerun", help="re-run a run (or a crate) and say whether it reproduced")
     s.add_argument("run", help="RUN_ID, DAG_ID/RUN_ID, 'latest', or a crate folder")
     s.add_argument("--json", action="store_true")

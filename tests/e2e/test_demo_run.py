@@ -240,3 +240,13 @@ def test_demo_crate_conforms_to_provenance_run_crate(demo: tuple[Path, dict]) ->
     for item in summary["stac_items"]:  # the crate names every STAC Item the run produced
         assert any(Path(item).name in i for i in ids), item
     assert any("prov.ttl" in i for i in ids) and any("prov.json" in i for i in ids)
+
+
+def test_crate_command_zips_the_crate(demo: tuple[Path, dict]) -> None:
+    import zipfile
+
+    home, summary = demo
+    path = Path(_tp(home, "crate", summary["run_id"], "--zip").stdout.strip())
+    with zipfile.ZipFile(path) as z:
+        assert "ro-crate-metadata.json" in z.namelist()
+        assert any(n.startswith("prov/") for n in z.namelist())
