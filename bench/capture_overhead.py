@@ -77,11 +77,15 @@ def main() -> None:
             print(f"round {r + 1} {mode:>3}: {elapsed:6.2f} s")
     os.environ.pop("TWINPROV_CAPTURE", None)
     off, on = statistics.median(times["off"]), statistics.median(times["on"])
-    print(f"\n{ns.tasks} tasks x {ns.seconds:g} s, {ns.rounds} rounds, medians: "
-          f"off {off:.2f} s, on {on:.2f} s")
+    print(
+        f"\n{ns.tasks} tasks x {ns.seconds:g} s, {ns.rounds} rounds, medians: "
+        f"off {off:.2f} s, on {on:.2f} s"
+    )
     print(f"capture overhead ratio (on/off): {on / off:.3f}   (goal <= 1.05)")
-    print(f"listener time per event: {1000 * listener_s / max(events_on, 1):.2f} ms "
-          f"over {events_on} events")
+    print(
+        f"listener time per event: {1000 * listener_s / max(events_on, 1):.2f} ms "
+        f"over {events_on} events"
+    )
 
 
 if __name__ == "__main__":

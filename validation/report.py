@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from validation.run import ValidationRecord
+from validation.run import ValidationRecord, _exception_message
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -83,16 +83,6 @@ def _observed(result: Mapping[str, Any]) -> str:
     return "<br>".join(parts) or '<span class="muted">—</span>'
 
 
-def _exception(doc: Mapping[str, Any]) -> str | None:
-    info = doc.get("exception_info") or {}
-    if info.get("raised_exception"):
-        return str(info.get("exception_message"))
-    for v in info.values():
-        if isinstance(v, dict) and v.get("raised_exception"):
-            return str(v.get("exception_message"))
-    return None
-
-
 def _expectation_rows(record: ValidationRecord) -> str:
     results = record.result.get("results") or []
     if not results:
@@ -108,7 +98,7 @@ def _expectation_rows(record: ValidationRecord) -> str:
         ok = bool(doc.get("success"))
         mark = '<span class="ok">✓ pass</span>' if ok else '<span class="ko">✗ fail</span>'
         observed = _observed(doc.get("result") or {})
-        raised = _exception(doc)
+        raised = _exception_message(doc)
         if raised:
             observed += f'<br><span class="ko">error: {_e(raised)}</span>'
         chunks = ((doc.get("meta") or {}).get("twinprov") or {}).get("chunks")
