@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param
-from twinprov_dags.operators import LocalStepOperator, PublishOperator, ValidateOutputOperator
 
 from provenance.errors import TwinprovError
 from provenance.spec import PUBLISH_TASK_ID, RERUN_PARAM, WorkflowSpec, load_spec
+from twinprov_dags.operators import LocalStepOperator, PublishOperator, ValidateOutputOperator
 
 DAG_FILE = Path(__file__).with_name("twinprov_workflows.py")
 WORKFLOWS_DIR = Path(__file__).with_name("workflows")

@@ -61,12 +61,12 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
-from twinprov_dags.operators import step_values
 
 from provenance import stepwrap
 from provenance.errors import SpecError, SpecIssue, TwinprovError
 from provenance.spec import Hpc, Kubernetes, Step, WorkflowSpec, load_spec, render
 from provenance.workspace import workspace_dir
+from twinprov_dags.operators import step_values
 
 KubeTarget = Literal["kubernetes", "interlink"]
 
@@ -570,9 +570,8 @@ class KubeStepOperator(KubernetesPodOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
         step = self._twinprov_step
-        from twinprov_dags.operators import run_params
-
         from provenance.config import Settings
+        from twinprov_dags.operators import run_params
 
         self.configure_run(run_params(Settings.load(), ti.dag_id, context), ti.dag_id, ti.run_id)
         self.twinprov_manifest = None

@@ -15,9 +15,10 @@ from airflow.sdk.exceptions import AirflowException
 from provenance import stepwrap
 from provenance.config import Settings
 from provenance.environment import python_environment
+from provenance.errors import TwinprovError
 from provenance.publish import publish_run
 from provenance.spec import Step, WorkflowSpec, render
-from provenance.workspace import workspace_dir
+from provenance.workspace import stage_input, staged_input_path, workspace_dir
 
 
 def step_values(
@@ -30,8 +31,8 @@ def step_values(
         values[f"outputs.{o.name}"] = o.path
     for i in step.inputs:
         src, _, item = i.from_.partition(".")
-        if src == "params":
-            values[f"inputs.{i.name}"] = str(params[item])
+        if src == "params":  # a data file, staged into the workspace before the step runs
+            values[f"inputs.{i.name}"] = staged_input_path(i.name, str(params[item]))
         else:
             values[f"inputs.{i.name}"] = next(
                 o.path for o in spec.step(src).outputs if o.name == item
@@ -41,7 +42,6 @@ def step_values(
 
 def run_params(settings: Settings, dag_id: str, context: Any) -> dict[str, Any]:
     """The params this run really uses: for a rerun (``rerun_of``), the original's values."""
-    from provenance.errors import TwinprovError
     from provenance.rerun import effective_params
 
     try:
@@ -121,6 +121,13 @@ class LocalStepOperator(BaseOperator):
                 {"name": o.name, "path": o.path, "media_type": o.media_type} for o in step.outputs
             ],
         }
+        for i in step.inputs:
+            src, _, item = i.from_.partition(".")
+            if src == "params":
+                try:
+                    stage_input(settings.data_dir, ws, i.name, str(params[item]))
+                except TwinprovError as e:
+                    raise AirflowException(f"step {step.id}: {e}") from e
         env = dict(os.environ)
         env.update({k: render(v, values) for k, v in step.env.items()})
         if step.mlflow:

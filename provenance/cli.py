@@ -178,9 +178,8 @@ def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
 
 
 def _coerce_params(workflow: str, pairs: Sequence[str]) -> dict[str, Any]:
-    from twinprov_dags.runner import load_workflow_dag  # noqa: F401  (validates the name)
-
     from provenance.spec import load_spec
+    from twinprov_dags.runner import load_workflow_dag  # noqa: F401  (validates the name)
 
     path = Path(workflow)
     if not path.suffix:
@@ -382,6 +381,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 def cmd_pods(ns: argparse.Namespace) -> int:
     import yaml
+
     from twinprov_dags.runner import prepare_environment, workflow_path
 
     prepare_environment()  # before anything imports Airflow
@@ -431,7 +431,7 @@ def cmd_rerun(ns: argparse.Namespace) -> int:
     from twinprov_dags.runner import prepare_environment
 
     prepare_environment()  # before anything imports Airflow
-    from provenance.rerun import RerunError, import_crate, read_crate
+    from provenance.rerun import RerunError, changed_inputs, import_crate, read_crate
 
     settings = _settings()
     target = Path(ns.run)
@@ -448,9 +448,23 @@ def cmd_rerun(ns: argparse.Namespace) -> int:
             crate = Path(str(rec.publication["crate"]))
             ref = f"{rec.dag_id}/{rec.run_id}"
         original = read_crate(crate)
+        changed = changed_inputs(settings, original)
     except RerunError as e:
-        verdict = {"status": "failed", "notes": [str(e)], "exit_code": 2}
-        print(json.dumps(verdict, indent=2)) if ns.json else err.print(f"[red]twinprov:[/] {e}")
+        if ns.json:
+            print(json.dumps({"status": "failed", "notes": [str(e)], "exit_code": 2}, indent=2))
+        err.print(f"[red]twinprov:[/] {e}")
+        return 2
+    if changed:  # not a reproducibility failure: the rerun would not test the same thing
+        verdict = {
+            "status": "inputs_changed",
+            "original_run": original.run_iri,
+            "notes": ["inputs changed since the original run: " + "; ".join(changed)],
+            "exit_code": 2,
+        }
+        if ns.json:
+            print(json.dumps(verdict, indent=2))
+        else:
+            _print_verdict(verdict)
         return 2
     # the crate alone is the recipe: its embedded spec, programs, suites and param values
     outcome, summary = _drive(str(original.spec_file), {"rerun_of": ref, **original.params})

@@ -89,6 +89,11 @@ class Settings:
         return self.home / "runs"
 
     @property
+    def data_dir(self) -> Path:
+        """Input data that params name (``inputs: [{from: params.X}]``), relative to here."""
+        return self.home / "data"
+
+    @property
     def stac_dir(self) -> Path:
         """The static STAC catalog of every run's geospatial outputs."""
         return self.home / "stac"

@@ -20,6 +20,7 @@ __all__ = [
     "RecordedRun",
     "RerunError",
     "Verdict",
+    "changed_inputs",
     "compare_run",
     "effective_params",
     "import_crate",
@@ -443,7 +444,19 @@ def compare_run(
         if same_inputs:
             first = step.id
             break
-    if rerun_state != "success":
+    changed_inputs = [
+        f"{s.id}.{i.name}"
+        for s in spec.steps
+        for i in s.inputs
+        if i.from_.startswith("params.")
+        and i.name in original.step_inputs.get(s.id, {})
+        and i.name in rerun_inputs.get(s.id, {})
+        and original.step_inputs[s.id][i.name] != rerun_inputs[s.id][i.name]
+    ]
+    if changed_inputs:
+        status = "inputs_changed"
+        notes = (*notes, "inputs changed since the original run: " + ", ".join(changed_inputs))
+    elif rerun_state != "success":
         status = "failed"
     elif differing_steps:
         status = "differs"
@@ -457,6 +470,31 @@ def compare_run(
         first_divergent_step=first,
         notes=tuple(notes),
     )
+
+
+def changed_inputs(settings: Settings, original: RecordedRun) -> list[str]:
+    """Workflow inputs (data files params name) whose bytes differ from the original's now."""
+    from provenance.errors import WorkspaceError
+    from provenance.workspace import safe_path
+
+    spec = spec_of(original)
+    changed = []
+    for s in spec.steps:
+        for i in s.inputs:
+            src, _, param = i.from_.partition(".")
+            recorded = original.step_inputs.get(s.id, {}).get(i.name)
+            if src != "params" or recorded is None or param not in original.params:
+                continue
+            try:
+                path = safe_path(settings.data_dir, str(original.params[param]))
+            except WorkspaceError as e:
+                changed.append(f"{s.id}.{i.name}: {e}")
+                continue
+            if not path.is_file():
+                changed.append(f"{s.id}.{i.name}: {path} no longer exists")
+            elif _sha256(path) != recorded:
+                changed.append(f"{s.id}.{i.name}: {path} has other bytes than the original used")
+    return changed
 
 
 def load_verdict(path: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 __all__ = [
     "EMPTY_GRAPH",
+    "MAX_NESTING",
     "GRAPH_FORMATS",
     "RESULT_FORMATS",
     "AnswerFormat",
@@ -272,6 +273,21 @@ class CheckedQuery:
         return "results" if self.form in ("SELECT", "ASK") else "graph"
 
 
+MAX_NESTING = 256
+"""Deepest nesting of ``{ ( [`` taken: Oxigraph's recursive parser crashes on a few thousand."""
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:  # counts brackets in strings and IRIs too: an over-estimate, never under
+        if ch in "{([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "})]":
+            depth -= 1
+    return deepest
+
+
 def _needs_parse(text: str) -> bool:
     lower = text.lower()
     return "service" in lower or "\\u" in lower or _FROM_WORD.search(text) is not None
@@ -327,14 +343,19 @@ def check_query(text: str, *, max_chars: int = 65536, parse: bool = False) -> Ch
     when that is not needed for the checks (to learn its form, e.g. before forwarding it).
 
     Raises:
-        QueryRefusedError: empty or too long (``max_chars``), malformed (with the parser's
-            message), an update or any other write, or a ``SERVICE`` pattern.
+        QueryRefusedError: empty, too long (``max_chars``) or nested too deep
+            (:data:`MAX_NESTING`), malformed (with the parser's message), an update or any other
+            write, or a ``SERVICE`` pattern.
     """
     if not text or not text.strip():
         raise MalformedQueryError("the query is empty")
     if len(text) > max_chars:
         raise MalformedQueryError(
             f"the query has {len(text)} characters; this endpoint takes at most {max_chars}"
+        )
+    if _nesting(text) > MAX_NESTING:
+        raise MalformedQueryError(
+            f"the query nests brackets more than {MAX_NESTING} levels deep; flatten it"
         )
     if not parse and not _needs_parse(text):
         return CheckedQuery(text)

@@ -7,6 +7,8 @@ __all__ = [
     "run_slug",
     "safe_path",
     "snapshot_spec",
+    "stage_input",
+    "staged_input_path",
     "spec_snapshot_path",
     "workspace_dir",
 ]
@@ -74,4 +76,28 @@ def snapshot_spec(
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     os.replace(tmp, dest)  # the spec last: its presence means the snapshot is complete
+    return dest
+
+
+def staged_input_path(name: str, value: str) -> str:
+    """Where a workflow input named by a param is placed in the run workspace."""
+    return f"inputs/{name}/{Path(value).name}"
+
+
+def stage_input(data_dir: Path, workspace: Path, name: str, value: str) -> Path:
+    """Copy the data file a param names (relative to the data folder) into the workspace.
+
+    Raises :class:`WorkspaceError` if the value leaves the data folder or names no file.
+    """
+    import shutil
+
+    try:
+        src = resolve_inside(data_dir, value)
+    except PathEscapeError as e:
+        raise WorkspaceError(f"input '{name}': {e} (data folder {data_dir})") from e
+    if not src.is_file():
+        raise WorkspaceError(f"input '{name}': no file {value} in the data folder {data_dir}")
+    dest = workspace / staged_input_path(name, value)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dest)
     return dest

@@ -105,6 +105,7 @@ def test_broken_spec_is_an_import_error_and_others_still_load(
     airflow_db: None, workflows_dir: Path
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag
+
     from twinprov_dags.factory import DAG_FILE
 
     (workflows_dir / "good.yaml").write_text(FAILING)

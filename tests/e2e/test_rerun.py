@@ -236,3 +236,44 @@ def test_tolerance_comparison_on_real_netcdf(tmp_path: Path) -> None:
     assert _numeric_equal(a, b, "application/x-netcdf", 0.0, 1e-6) is True
     assert _numeric_equal(a, c, "application/x-netcdf", 0.0, 1e-6) is False
     assert _numeric_equal(a, b, "image/png", 0.0, 1e-6) is None
+
+
+OBS = """
+name: obs_wf
+params:
+  observations: {type: string, default: obs.csv, description: station data (data folder)}
+steps:
+  - id: mean
+    command: [python, -c, "import sys; v=[float(x) for x in open(sys.argv[1]).read().split()];
+              open('mean.txt','w').write(str(sum(v)/len(v)))", "${inputs.obs}"]
+    inputs: [{name: obs, from: params.observations}]
+    outputs: [{name: mean, path: mean.txt, media_type: text/plain}]
+"""
+
+
+def test_changed_input_is_inputs_changed_not_a_failure(
+    airflow_db: None, workflows_dir: Path, twinprov_home: Path
+) -> None:
+    from provenance.rerun import changed_inputs, read_crate
+    from twinprov_dags.runner import run_workflow
+
+    data = Settings.load().data_dir
+    data.mkdir(parents=True)
+    (data / "obs.csv").write_text("1 2 3\n")
+    (workflows_dir / "obs.yaml").write_text(OBS)
+    first = run_workflow(str(workflows_dir / "obs.yaml"), {})
+    assert first.state == "success"
+    rec = Ledger(Settings.load().ledger_url).run("obs_wf", first.run_id)
+    original = read_crate(Path(rec.publication["crate"]))
+    assert changed_inputs(Settings.load(), original) == []
+    (data / "obs.csv").write_text("1 2 4\n")  # the station data were revised
+    (changed,) = changed_inputs(Settings.load(), original)
+    assert changed.startswith("mean.obs:") and "other bytes" in changed
+    proc = _tp(twinprov_home, "rerun", f"obs_wf/{first.run_id}", "--json")
+    assert proc.returncode == 2
+    verdict = json.loads(proc.stdout)
+    assert verdict["status"] == "inputs_changed"
+    # triggered from the UI anyway: the publication says so too
+    again = run_workflow(str(workflows_dir / "obs.yaml"), {"rerun_of": f"obs_wf/{first.run_id}"})
+    v = Ledger(Settings.load().ledger_url).run("obs_wf", again.run_id).publication["verdict"]
+    assert v["status"] == "inputs_changed"

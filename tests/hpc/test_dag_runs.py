@@ -380,6 +380,7 @@ def test_a_tampered_step_wrapper_configmap_is_refused(
     """A ConfigMap of the wrapper's name whose content was changed in the cluster (it could
     forge manifests) stops the step before any pod exists. Faked: the Kubernetes API only."""
     from kubernetes.client import models as k8s
+
     from twinprov_dags.kube import stepwrap_configmap_name
     from twinprov_dags.runner import run_workflow
 

@@ -270,6 +270,7 @@ def test_settings_come_from_airflow_config(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_operator_is_the_providers_kpo_without_xcom_sidecar(spec_file: Path) -> None:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
     from twinprov_dags.kube import KubeSettings, kube_step_operator
 
     spec = load_spec(spec_file)
