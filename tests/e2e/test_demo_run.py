@@ -93,7 +93,9 @@ def test_provenance_records_who_params_and_environment(demo: tuple[Path, dict]) 
     assert "prov:type='prov:Person'" in provn
     assert 'prov:label="seed", prov:value=42' in provn
     assert "twinprov:packagesSha256" in provn
-    assert summary["params"] == {"seed": 42, "region": "alps", "spi_scale": 3, "fault": "none"}
+    assert summary["params"] == {
+        "seed": 42, "region": "alps", "spi_scale": 3, "fault": "none", "rerun_of": ""
+    }
 
 
 def test_runs_show_export_shapes(demo: tuple[Path, dict]) -> None:

@@ -1,0 +1,121 @@
+"""The provenance service behind the twinprov app: settings, the graph store, the ledger.
+
+One per API-server process, made on first use (never at import: the plugin is imported by every
+Airflow component). Queries go to the embedded store through its owner process
+(:mod:`twinprov_airflow.graph_worker`) or, when ``[twinprov] sparql_url`` is set, to that SPARQL
+server (:mod:`twinprov_airflow.forward`), after the same checks.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from provenance.config import Settings
+from provenance.sparql_guard import Rendered, check_query
+from twinprov_airflow.forward import Forwarder
+from twinprov_airflow.graph_worker import GraphWorker, QueryRequest, WorkerConfig
+from twinprov_airflow.settings import EndpointSettings
+
+
+class ProvenanceService:
+    """Answers checked queries within the user's reach and the configured limits."""
+
+    def __init__(self, settings: Settings, limits: EndpointSettings) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.forwarder: Forwarder | None = None
+        self.worker: GraphWorker | None = None
+        if limits.sparql_url:
+            self.forwarder = Forwarder(
+                limits.sparql_url, ledger_url=settings.ledger_url, base_iri=settings.base_iri
+            )
+        else:
+            self.worker = GraphWorker(
+                WorkerConfig(
+                    home=str(settings.home),
+                    ledger_url=settings.ledger_url,
+                    store_path=str(settings.store_path),
+                    base_iri=settings.base_iri,
+                    store_wait_s=limits.store_wait_s,
+                    idle_close_s=limits.store_idle_s,
+                )
+            )
+
+    def ledger_dags(self) -> set[str]:
+        """Every DAG with a recorded run."""
+        from sqlalchemy import select
+
+        from provenance.ledger import Ledger
+        from provenance.ledger import runs as runs_table
+
+        with Ledger(self.settings.ledger_url).engine.connect() as conn:
+            return {row[0] for row in conn.execute(select(runs_table.c.dag_id).distinct())}
+
+    def answer(
+        self,
+        text: str,
+        permitted_dags: frozenset[str],
+        *,
+        default_graph_uri: tuple[str, ...] = (),
+        named_graph_uri: tuple[str, ...] = (),
+        accept: str | None = None,
+        fmt: str | None = None,
+    ) -> Rendered:
+        """Check and answer one query (errors as in :meth:`GraphWorker.query`)."""
+        lim = self.limits
+        checked = check_query(text, max_chars=lim.max_query_chars, parse=self.forwarder is not None)
+        if self.forwarder is not None:
+            return self.forwarder.answer(
+                checked,
+                permitted_dags,
+                default_graph_uri=default_graph_uri,
+                named_graph_uri=named_graph_uri,
+                accept=accept,
+                fmt=fmt,
+                row_cap=lim.row_cap,
+                time_limit_s=lim.time_limit_s,
+            )
+        assert self.worker is not None
+        return self.worker.query(
+            QueryRequest(
+                query=checked,
+                permitted_dags=permitted_dags,
+                default_graph_uri=default_graph_uri,
+                named_graph_uri=named_graph_uri,
+                accept=accept,
+                fmt=fmt,
+                row_cap=lim.row_cap,
+                time_limit_s=lim.time_limit_s,
+            )
+        )
+
+    def close(self) -> None:
+        """Stop the store owner / close connections."""
+        if self.worker is not None:
+            self.worker.stop()
+        if self.forwarder is not None:
+            self.forwarder.close()
+
+
+_service: ProvenanceService | None = None
+_lock = threading.Lock()
+
+
+def service() -> ProvenanceService:
+    """This process's service (made on first use)."""
+    global _service
+    with _lock:
+        if _service is None:
+            _service = ProvenanceService(Settings.load(), EndpointSettings.from_airflow())
+        return _service
+
+
+def reset_service() -> Any:
+    """Drop the service (tests, or after a settings change)."""
+    global _service
+    with _lock:
+        old, _service = _service, None
+    if old is not None:
+        old.close()
+    return None

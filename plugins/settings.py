@@ -1,0 +1,61 @@
+"""The endpoint's settings, read from Airflow's configuration section ``[twinprov]`` (so also
+from ``AIRFLOW__TWINPROV__<KEY>`` environment variables). Read here, passed to the core as values.
+
+* ``query_time_limit_seconds`` (10): a query is cut, or stopped, after this long.
+* ``query_row_cap`` (10000): at most this many solutions or triples per answer.
+* ``query_max_chars`` (65536): longer query texts are refused.
+* ``sparql_url`` (none): forward queries to this SPARQL 1.1 server, not the embedded store.
+* ``store_wait_seconds`` (5): how long a query waits for an embedded store that another process
+  holds, before the answer is 503 "store busy, retry".
+* ``store_idle_seconds`` (2): the API server closes the embedded store after this long without
+  queries, so that command-line tools and publish tasks can open it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SECTION = "twinprov"
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """Limits and the graph store of the SPARQL endpoint."""
+
+    time_limit_s: float = 10.0
+    row_cap: int = 10000
+    max_query_chars: int = 65536
+    sparql_url: str | None = None
+    store_wait_s: float = 5.0
+    store_idle_s: float = 2.0
+
+    @classmethod
+    def from_airflow(cls) -> EndpointSettings:
+        """Read ``[twinprov]`` through Airflow's configuration."""
+        from airflow.configuration import conf
+
+        def get(key: str) -> str | None:
+            value = conf.get(SECTION, key, fallback=None)
+            return value.strip() if isinstance(value, str) and value.strip() else None
+
+        d = cls()
+        return cls(
+            time_limit_s=_positive(get("query_time_limit_seconds"), d.time_limit_s, float),
+            row_cap=int(_positive(get("query_row_cap"), d.row_cap, int)),
+            max_query_chars=int(_positive(get("query_max_chars"), d.max_query_chars, int)),
+            sparql_url=get("sparql_url"),
+            store_wait_s=_positive(get("store_wait_seconds"), d.store_wait_s, float, zero=True),
+            store_idle_s=_positive(get("store_idle_seconds"), d.store_idle_s, float, zero=True),
+        )
+
+
+def _positive(raw: str | None, default: float, kind: type, *, zero: bool = False) -> float:
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"[{SECTION}] setting '{raw}' is not a number") from None
+    if value < 0 or (value == 0 and not zero):
+        raise ValueError(f"[{SECTION}] setting {raw} must be {'>= 0' if zero else '> 0'}")
+    return float(value)

@@ -1,0 +1,273 @@
+"""The Airflow-free core of the endpoint: checking queries, negotiation, datasets, cutting."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pyoxigraph as ox
+import pytest
+import rdflib
+from rdflib.query import Result
+
+from provenance.sparql_guard import (
+    EMPTY_GRAPH,
+    MalformedQueryError,
+    NotAcceptableError,
+    ReadOnlyError,
+    ServiceRefusedError,
+    check_query,
+    choose_dataset,
+    negotiate,
+    protocol_params,
+    query_options,
+    render,
+)
+
+
+@pytest.fixture
+def store() -> ox.Store:
+    s = ox.Store()
+    for g in ("urn:g:a", "urn:g:b"):
+        for i in range(30):
+            s.add(
+                ox.Quad(
+                    ox.NamedNode(f"urn:s:{i}"),
+                    ox.NamedNode("urn:p"),
+                    ox.Literal(f'{g} #{i}\nsecond line\t"quoted"', language="en"),
+                    ox.NamedNode(g),
+                )
+            )
+        s.add(ox.Quad(ox.BlankNode(), ox.NamedNode("urn:q"), ox.NamedNode(g), ox.NamedNode(g)))
+    return s
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "INSERT DATA { <urn:a> <urn:b> <urn:c> }",
+        "DELETE WHERE { ?s ?p ?o }",
+        "LOAD <http://example.org/data.ttl>",
+        "CLEAR ALL",
+        "DROP GRAPH <urn:g:a>",
+        "CREATE GRAPH <urn:g:new>",
+        "COPY <urn:g:a> TO <urn:g:b>",
+        "WITH <urn:g:a> DELETE { ?s ?p ?o } WHERE { ?s ?p ?o }",
+        "PREFIX ex: <http://example.org/> INSERT { ex:a ex:b ?o } WHERE { ?s ?p ?o }",
+    ],
+)
+def test_updates_are_refused_as_read_only(text: str, store: ox.Store) -> None:
+    with pytest.raises(ReadOnlyError, match="read-only"):
+        checked = check_query(text)
+        try:
+            store.query(checked.text)  # a fast-path text reaches Oxigraph's parser, which refuses
+        except SyntaxError as e:
+            from provenance.sparql_guard import explain_syntax_error
+
+            raise explain_syntax_error(text, str(e)) from e
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT * WHERE { SERVICE <http://127.0.0.1:9/sparql> { ?s ?p ?o } }",
+        "SELECT * { ?x ?y ?z OPTIONAL { SERVICE SILENT <http://127.0.0.1:9/> { ?s ?p ?o } } }",
+        "ASK { service ?endpoint { ?s ?p ?o } }",
+        "CONSTRUCT { ?s ?p ?o } WHERE { { SELECT * WHERE { SERVICE <urn:x> { ?s ?p ?o } } } }",
+        "SELECT * WHERE { \\u0053ERVICE <http://127.0.0.1:9/> { ?s ?p ?o } }",
+    ],
+)
+def test_service_is_refused(text: str) -> None:
+    with pytest.raises(ServiceRefusedError, match="no outbound requests"):
+        check_query(text)
+
+
+def test_the_word_service_elsewhere_is_fine() -> None:
+    q = check_query('SELECT ?s WHERE { ?s <urn:p> "customer service" }')
+    assert q.form == "SELECT" and q.kind == "results"
+
+
+def test_malformed_query_carries_the_parser_message() -> None:
+    with pytest.raises(MalformedQueryError, match="malformed SPARQL query: .*Expected"):
+        check_query("SELECT ?x FROM WHERE { ?x }")
+    with pytest.raises(MalformedQueryError, match="empty"):
+        check_query("   ")
+    with pytest.raises(MalformedQueryError, match="levels deep"):
+        check_query("SELECT * WHERE " + "{" * 5000 + "}" * 5000)  # would crash Oxigraph's parser
+    with pytest.raises(MalformedQueryError, match="at most 100"):
+        check_query("SELECT * WHERE { ?s ?p ?o } " + "#" * 200, max_chars=100)
+
+
+def test_fast_path_leaves_parsing_to_oxigraph_and_dataset_clauses_are_read() -> None:
+    assert check_query("SELECT ?s WHERE { ?s ?p ?o }").form is None
+    assert check_query("SELECT ?s WHERE { ?s ?p ?o }", parse=True).form == "SELECT"
+    # wasDerivedFrom is not the FROM keyword
+    assert check_query("SELECT * { ?a <urn:wasDerivedFrom> ?b }").form is None
+    q = check_query(
+        "BASE <http://ex.org/> PREFIX g: <urn:g:> "
+        "DESCRIBE ?s FROM <rel> FROM g:a FROM NAMED g:b WHERE { ?s ?p ?o }"
+    )
+    assert (q.form, q.kind) == ("DESCRIBE", "graph")
+    assert q.from_graphs == ("http://ex.org/rel", "urn:g:a")
+    assert q.from_named == ("urn:g:b",)
+
+
+@pytest.mark.parametrize(
+    ("kind", "accept", "fmt", "expected"),
+    [
+        ("results", None, None, "application/sparql-results+json"),
+        ("results", "*/*", None, "application/sparql-results+json"),
+        (
+            "results",
+            "text/html,application/xhtml+xml,*/*;q=0.8",
+            None,
+            "application/sparql-results+json",
+        ),
+        ("results", "application/sparql-results+xml", None, "application/sparql-results+xml"),
+        ("results", "text/csv;q=0.5, text/tab-separated-values", None, "text/tab-separated-values"),
+        ("results", "application/json", None, "application/sparql-results+json"),
+        ("results", "text/*", None, "text/csv"),
+        ("results", "text/csv", "xml", "application/sparql-results+xml"),
+        ("graph", None, None, "text/turtle"),
+        ("graph", "application/ld+json", None, "application/ld+json"),
+        ("graph", "application/n-triples, text/turtle;q=0.9", None, "application/n-triples"),
+        ("graph", "application/turtle,text/turtle", None, "text/turtle"),
+        ("graph", None, "json", "application/ld+json"),
+        ("graph", None, "nt", "application/n-triples"),
+    ],
+)
+def test_negotiation(kind: str, accept: str | None, fmt: str | None, expected: str) -> None:
+    assert negotiate(kind, accept, fmt).media_type == expected  # type: ignore[arg-type]
+
+
+def test_not_acceptable() -> None:
+    with pytest.raises(NotAcceptableError, match="text/turtle"):
+        negotiate("graph", "text/csv", None)
+    with pytest.raises(NotAcceptableError):
+        negotiate("results", "text/turtle;q=1, */*;q=0", None)
+    with pytest.raises(NotAcceptableError, match="format 'csv'"):
+        negotiate("graph", None, "csv")
+
+
+def test_dataset_rules() -> None:
+    plain = check_query("SELECT * WHERE { ?s ?p ?o }")
+    assert choose_dataset(plain).union
+    allowed = frozenset({"urn:g:a"})
+    c = choose_dataset(plain, permitted=allowed)
+    assert (c.union, c.default, c.named) == (False, ("urn:g:a",), ("urn:g:a",))
+    # protocol parameters win over FROM; graphs the user may not read disappear
+    from_b = check_query("SELECT * FROM <urn:g:b> WHERE { ?s ?p ?o }")
+    c = choose_dataset(from_b, ("urn:g:a", "urn:g:b"), (), permitted=allowed)
+    assert (c.default, c.named) == (("urn:g:a",), ())
+    c = choose_dataset(from_b, permitted=allowed)
+    assert (c.default, c.named) == ((), ())
+    assert protocol_params(c) == [
+        ("default-graph-uri", EMPTY_GRAPH),
+        ("named-graph-uri", EMPTY_GRAPH),
+    ]
+    assert query_options(c) == {"default_graph": [], "named_graphs": []}
+    with pytest.raises(MalformedQueryError, match="not an absolute IRI"):
+        choose_dataset(plain, ("not an iri",))
+
+
+def test_dataset_is_enforced_by_oxigraph(store: ox.Store) -> None:
+    q = "SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }"
+    c = choose_dataset(check_query(q), permitted=frozenset({"urn:g:b"}))
+    got = [s["g"].value for s in store.query(q, **query_options(c))]
+    assert got == ["urn:g:b"]
+    q = "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"
+    c = choose_dataset(check_query(q), permitted=frozenset({"urn:g:b"}))
+    assert next(iter(store.query(q, **query_options(c))))["n"].value == "31"
+
+
+def _bindings(body: bytes, fmt: str) -> list[dict[str, str]]:
+    res = Result.parse(io.BytesIO(body), format=fmt)
+    return [{str(k): str(v) for k, v in row.asdict().items()} for row in res]
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml", "csv", "tsv"])
+def test_render_round_trips_every_results_format(store: ox.Store, fmt: str) -> None:
+    q = "SELECT ?s ?o ?g WHERE { GRAPH ?g { ?s <urn:p> ?o } } ORDER BY ?g ?s"
+    full = render(store.query(q), accept=None, fmt=fmt, row_cap=1000, deadline=None)
+    direct = store.query(q).serialize(format=negotiate("results", None, fmt).ox_format)
+    assert full.body == direct and full.cut is None and full.rows == 60
+    parsed = _bindings(full.body, fmt)
+    assert len(parsed) == 60 and "second line" in parsed[0]["o"]
+
+
+def test_render_cuts_at_the_row_cap(store: ox.Store) -> None:
+    q = "SELECT ?s ?o WHERE { GRAPH ?g { ?s <urn:p> ?o } } ORDER BY ?g ?s"
+    cut = render(store.query(q), accept=None, fmt="json", row_cap=7, deadline=None)
+    assert (cut.rows, cut.cut) == (7, "row-cap")
+    data = json.loads(cut.body)
+    expected = json.loads(store.query(q).serialize(format=ox.QueryResultsFormat.JSON))
+    assert data["results"]["bindings"] == expected["results"]["bindings"][:7]
+    exact = render(store.query(q), accept=None, fmt="json", row_cap=60, deadline=None)
+    assert (exact.rows, exact.cut) == (60, None)
+
+
+def test_render_graphs_and_booleans(store: ox.Store) -> None:
+    q = "CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }"
+    for fmt, rdf in (("turtle", "turtle"), ("ntriples", "nt"), ("jsonld", "json-ld")):
+        r = render(store.query(q), accept=None, fmt=fmt, row_cap=1000, deadline=None)
+        assert len(rdflib.Graph().parse(data=r.body, format=rdf)) == 62 == r.rows
+    r = render(store.query(q), accept="text/turtle", fmt=None, row_cap=10, deadline=None)
+    assert (r.rows, r.cut, len(rdflib.Graph().parse(data=r.body, format="turtle"))) == (
+        10,
+        "row-cap",
+        10,
+    )
+    yes = render(store.query("ASK { ?s ?p ?o }"), accept=None, fmt="xml", row_cap=1, deadline=0)
+    assert Result.parse(io.BytesIO(yes.body), format="xml").askAnswer is False  # default graph
+    with pytest.raises(NotAcceptableError):
+        render(store.query("ASK {}"), accept="text/turtle", fmt=None, row_cap=1, deadline=None)
+
+
+def test_render_stops_at_the_deadline(store: ox.Store) -> None:
+    q = "SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i . ?j ?k ?l }"  # 62^4 rows, lazily
+    started = time.monotonic()
+    r = render(
+        store.query(q, use_default_graph_as_union=True),
+        accept=None,
+        fmt="tsv",
+        row_cap=10**9,
+        deadline=started + 0.5,
+    )
+    assert r.cut == "time-limit" and r.rows and time.monotonic() - started < 5
+    rows = ox.parse_query_results(r.body, format=ox.QueryResultsFormat.TSV)
+    assert sum(1 for _ in rows) == r.rows
+
+
+def test_core_and_store_owner_import_without_airflow() -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import REPO
+
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class HideAirflow(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "airflow" or name.startswith("airflow."):
+                    raise ModuleNotFoundError(f"airflow is hidden ({name})")
+                return None
+
+        sys.meta_path.insert(0, HideAirflow())
+        import pyoxigraph as ox
+        from provenance.sparql_guard import check_query, render
+        import twinprov_airflow.graph_worker, twinprov_airflow.forward, twinprov_airflow.picture
+        q = check_query("SELECT ?s WHERE { ?s ?p ?o }", parse=True)
+        r = render(ox.Store().query(q.text), accept=None, fmt="csv", row_cap=5, deadline=None)
+        assert "airflow" not in {m.split(".")[0] for m in sys.modules}, "airflow got imported"
+        print("ok", r.body)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok")
