@@ -64,6 +64,8 @@ def test_run_page_shows_steps_outputs_picture_and_files(
         for out in step["outputs"]:
             assert out["sha256"] in html and out["name"] in html
     assert 'id="outputs"' in html and 'id="steps"' in html and 'id="prov-graph"' in html
+    rerun_ref = f"{summary['dag_id']}/{summary['run_id']}"
+    assert 'id="rerun"' in html and f"twinprov rerun {rerun_ref}" in html
     found = links(html)
     svg = page(stack, found["open full size"])
     assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
