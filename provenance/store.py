@@ -60,16 +60,25 @@ class EmbeddedStore:
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._store = ox.Store(str(self.path))
-        except OSError as e:
-            raise StoreError(
-                f"graph store {self.path} is busy or unreadable ({e}); "
-                "another process owns it - retry when it is done"
-            ) from e
+        except OSError as first:
+            if "current process" not in str(first):
+                raise StoreError(
+                    f"graph store {self.path} is busy or unreadable ({first}); "
+                    "another process owns it - retry when it is done"
+                ) from first
+            # a handle of this process that only a reference cycle keeps alive: collect it
+            # (rare, and a full collection is slow in a large process, so only then)
+            gc.collect()
+            try:
+                self._store = ox.Store(str(self.path))
+            except OSError as e:
+                raise StoreError(
+                    f"graph store {self.path} is still open in this process: {e}"
+                ) from e
         try:
             yield self
         finally:
-            self._store = None
-            gc.collect()  # drop the handle now, releasing the store's lock
+            self._store = None  # the last reference: the store closes and releases its lock
 
     @property
     def store(self) -> ox.Store:

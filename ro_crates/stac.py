@@ -191,6 +191,8 @@ def publish_items(
             continue
         extents[out.name] = ext
 
+    if not extents:  # nothing geospatial: leave the catalog as it is
+        return StacResult(catalog=stac_root / "catalog.json", items={}, skipped=skipped)
     with _locked(stac_root.parent / ".stac.lock"):
         catalog_file = stac_root / "catalog.json"
         if catalog_file.is_file():
