@@ -336,6 +336,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         out.print(f"graph  {summary['graph']}")
     if summary.get("crate"):
         out.print(f"crate  {summary['crate']}")
+    for item in summary.get("stac_items") or []:
+        out.print(f"STAC   {item}")
+    for m in summary.get("mlflow_runs") or []:
+        metrics = ", ".join(f"{k}={v:.3g}" for k, v in sorted((m.get("metrics") or {}).items()))
+        out.print(f"MLflow {m['uri']} ({m['task_id']}): {metrics}")
+    for stage, why in (summary.get("gaps") or {}).items():
+        out.print(f"[yellow]gap[/]    {stage}: {why}")
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
