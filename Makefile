@@ -31,6 +31,7 @@ system-deps:
 
 test: $(BIN)/.twinprov-installed system-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.twinprov-installed

@@ -485,7 +485,8 @@ def cmd_rerun(ns: argparse.Namespace) -> int:
     else:
         _print_summary(summary)
         _print_verdict(verdict)
-    return int(verdict.get("exit_code", 2))
+    code = verdict.get("exit_code", 2)
+    return code if isinstance(code, int) else 2
 
 
 def _print_verdict(v: dict[str, Any]) -> None:

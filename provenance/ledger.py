@@ -169,6 +169,7 @@ class Ledger:
 
     def _insert_ignore(self, conn: Any, table: Table, values: dict[str, Any]) -> bool:
         name = self.engine.dialect.name
+        insert: Any
         if name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         elif name == "postgresql":

@@ -402,11 +402,11 @@ class _Builder:
             attrs[tp("imageDigest")] = str(p["image_digest"])
         if p.get("image_pinned") is not None:
             attrs[tp("imagePinned")] = bool(p["image_pinned"])
-        pod = p.get("pod") if isinstance(p.get("pod"), Mapping) else {}
+        pod: Mapping[str, Any] = p["pod"] if isinstance(p.get("pod"), Mapping) else {}
         for key, term in (("name", "podName"), ("namespace", "namespace"), ("node", "node")):
             if pod.get(key):
                 attrs[tp(term)] = str(pod[key])
-        hpc = p.get("hpc") if isinstance(p.get("hpc"), Mapping) else {}
+        hpc: Mapping[str, Any] = p["hpc"] if isinstance(p.get("hpc"), Mapping) else {}
         for key, term in (
             ("job_id", "hpcJobId"),
             ("partition", "partition"),
@@ -433,10 +433,10 @@ class _Builder:
                     attrs[tp(term)] = float(usage[key])
             for err in m.get("errors") or []:
                 attrs.setdefault(tp("error"), str(err))
-        key = (t.task_id, t.map_index)
-        if key in previous:
-            attrs[tp("retryOf")] = previous[key]
-        previous[key] = qn
+        task_key = (t.task_id, t.map_index)
+        if task_key in previous:
+            attrs[tp("retryOf")] = previous[task_key]
+        previous[task_key] = qn
         pairs = list(attrs.items())
         check = p.get("validation") if isinstance(p.get("validation"), Mapping) else None
         if check is not None:

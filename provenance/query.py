@@ -39,10 +39,10 @@ def run_query(
             if fmt == "table":
                 head = [v.value for v in result.variables]
                 return head, [[_term(sol[v]) for v in head] for sol in result]
-            return bytes(result.serialize(format=_RESULT_FORMATS[fmt])).decode()
+            return bytes(result.serialize(format=_RESULT_FORMATS[fmt]) or b"").decode()
         if isinstance(result, ox.QueryBoolean):
             if fmt == "table":
                 return ["answer"], [[str(bool(result)).lower()]]
-            return bytes(result.serialize(format=_RESULT_FORMATS[fmt])).decode()
+            return bytes(result.serialize(format=_RESULT_FORMATS[fmt]) or b"").decode()
         rdf = _GRAPH_FORMATS.get(fmt, ox.RdfFormat.TURTLE)
-        return bytes(result.serialize(format=rdf)).decode()
+        return bytes(result.serialize(format=rdf) or b"").decode()

@@ -435,14 +435,14 @@ def compare_run(
             comparisons.append(OutputComparison(step, name, "differs", orig.sha256, new[0], rule))
         differing_steps.add(step)
     first = None
-    for step in spec.topological_order():
-        if step.id not in differing_steps:
+    for spec_step in spec.topological_order():
+        if spec_step.id not in differing_steps:
             continue
-        same_inputs = dict(rerun_inputs.get(step.id, {})) == dict(
-            original.step_inputs.get(step.id, {})
+        same_inputs = dict(rerun_inputs.get(spec_step.id, {})) == dict(
+            original.step_inputs.get(spec_step.id, {})
         )
         if same_inputs:
-            first = step.id
+            first = spec_step.id
             break
     changed_inputs = [
         f"{s.id}.{i.name}"

@@ -110,7 +110,7 @@ def geospatial_extent(path: Path, media_type: str) -> Extent | None:
                 for v in ds.data_vars
                 if {lat.name, lon.name} <= set(ds[v].dims) and ds[v].dtype.kind in "iuf"
             ]
-            return Extent(bbox, start, end, grid[0] if grid else None)
+            return Extent(bbox, start, end, str(grid[0]) if grid else None)
     except (OSError, ValueError) as e:
         raise StacError(f"cannot read {path} for its extent: {e}") from e
 
@@ -118,7 +118,7 @@ def geospatial_extent(path: Path, media_type: str) -> Extent | None:
 def _to_dt(value: Any) -> datetime:
     import numpy as np
 
-    seconds = (np.datetime64(value, "s") - np.datetime64(0, "s")).astype(int)
+    seconds = (np.datetime64(value, "s") - np.datetime64(0, "s")) // np.timedelta64(1, "s")
     return datetime.fromtimestamp(int(seconds), tz=UTC)
 
 
@@ -282,13 +282,13 @@ def publish_items(
             if ext.quicklook_var:
                 thumbs[out.name] = out.path
         for out in outputs:
-            item = items.get(out.name)
-            if item is None:
+            derived = items.get(out.name)
+            if derived is None:
                 continue
             for sha in out.input_sha256s:
                 src = by_sha.get(sha)
-                if src is not None and src is not item:
-                    item.add_link(pystac.Link(rel="derived_from", target=src))
+                if src is not None and src is not derived:
+                    derived.add_link(pystac.Link(rel="derived_from", target=src))
         collection.update_extent_from_items()
         catalog.normalize_hrefs(str(tmp_root))
         for name, data_path in thumbs.items():
