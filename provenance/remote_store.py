@@ -130,9 +130,18 @@ class SparqlStore:
 
     def replace_graph(self, graph_iri: str, turtle: str | bytes) -> int:
         """Make the named graph exactly ``turtle``'s triples (one GSP ``PUT``); returns the
-        number of triples the server then holds in it."""
+        number of distinct triples sent, which is what the graph now holds.
+
+        Raises:
+            StoreError: the Turtle does not parse (nothing is sent), the server cannot be
+                reached, or it refused the graph.
+        """
         _iri_literal(graph_iri)
         data = turtle.encode("utf-8") if isinstance(turtle, str) else turtle
+        try:  # parsed here first: a document the server would reject is never half-sent
+            count = len(set(ox.parse(data, format=ox.RdfFormat.TURTLE)))
+        except SyntaxError as e:
+            raise StoreError(f"the graph <{graph_iri}> is not valid Turtle: {e}") from e
         resp = self._send(
             "PUT",
             self.gsp_url,
@@ -142,7 +151,7 @@ class SparqlStore:
         )
         if resp.status_code not in (200, 201, 204):
             raise self._fail(resp, f"store graph <{graph_iri}>")
-        return self.graph_size(graph_iri)
+        return count
 
     def graph_size(self, graph_iri: str) -> int:
         """Number of triples in a named graph."""

@@ -1,0 +1,148 @@
+"""The SPARQL 1.1 server as graph store (``provenance.remote_store``) against a real ``oxigraph
+serve``: the same answers as the embedded store, idempotent replacement, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pyoxigraph as ox
+import pytest
+
+from provenance.config import Settings
+from provenance.errors import QueryError, StoreError
+from provenance.remote_store import SparqlStore, safe_url
+from provenance.store import EmbeddedStore, open_store
+from tests.stack.services import ensure_installed, free_port, oxigraph_binary, wait_until
+
+RUN_A = """@prefix prov: <http://www.w3.org/ns/prov#> .
+<urn:twinprov:run/a/1> a prov:Activity ; prov:used <urn:twinprov:data/sha256-aa> , _:b .
+_:b <http://www.w3.org/2000/01/rdf-schema#label> "blank" .
+<urn:twinprov:data/sha256-aa> <http://www.w3.org/2000/01/rdf-schema#label> "é \\"q\\"" ;
+   prov:generatedAtTime "2026-01-01T00:00:00+00:00"^^<http://www.w3.org/2001/XMLSchema#dateTime> .
+"""
+RUN_B = """<urn:twinprov:run/b/1> a <http://www.w3.org/ns/prov#Activity> ;
+   <urn:x:n> 42 , 43 .
+"""
+QUERIES = [
+    "SELECT ?s ?p ?o WHERE { ?s ?p ?o } ORDER BY ?s ?p ?o",
+    "SELECT ?g (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } } GROUP BY ?g ORDER BY ?g",
+    "SELECT ?x WHERE { OPTIONAL { ?x <urn:none> ?y } }",
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    ensure_installed()
+    binary = oxigraph_binary()
+    assert binary is not None
+    root = tmp_path_factory.mktemp("oxigraph")
+    port = free_port()
+    with (root / "log").open("wb") as log:
+        proc = subprocess.Popen(
+            [binary, "serve", "--location", str(root / "data"), "--bind",
+             f"127.0.0.1:{port}", "--union-default-graph"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: httpx.get(f"{base}/query", params={"query": "ASK {}"}).status_code == 200,
+            "oxigraph serve",
+            30,
+        )
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _settings(tmp_path: Path, base: str = "") -> Settings:
+    home = tmp_path / "home"
+    return Settings(
+        home=home,
+        ledger_url=f"sqlite:///{home / 'ledger.sqlite'}",
+        store_path=home / "graph-store",
+        base_iri="urn:twinprov:",
+        sparql_url=f"{base}/query" if base else "",
+        sparql_gsp_url=f"{base}/store" if base else "",
+    )
+
+
+def test_open_store_chooses_by_settings(server: str, tmp_path: Path) -> None:
+    with open_store(_settings(tmp_path, server)) as st:
+        assert isinstance(st, SparqlStore)
+    with open_store(_settings(tmp_path)) as st:
+        assert isinstance(st, EmbeddedStore)
+    half = replace(_settings(tmp_path, server), sparql_gsp_url="")
+    with pytest.raises(StoreError, match="missing: sparql_gsp_url"), open_store(half):
+        pass
+
+
+def test_same_answers_as_the_embedded_store(server: str, tmp_path: Path) -> None:
+    remote = SparqlStore(f"{server}/query", f"{server}/store")
+    with remote.open() as r, EmbeddedStore(tmp_path / "emb").open() as e:
+        for g, ttl in (("urn:twinprov:run/a/1", RUN_A), ("urn:twinprov:run/b/1", RUN_B)):
+            assert r.replace_graph(g, ttl) == e.replace_graph(g, ttl)
+            # a replay replaces, never adds
+            assert r.replace_graph(g, ttl) == e.replace_graph(g, ttl) == r.graph_size(g)
+        assert r.graphs() == e.graphs() == ["urn:twinprov:run/a/1", "urn:twinprov:run/b/1"]
+        for q in QUERIES:
+            a, b = r.query(q), e.query(q)
+            assert type(a) is type(b) is ox.QuerySolutions
+            assert [v.value for v in a.variables] == [v.value for v in b.variables]
+            rows_a = [[_k(s[v]) for v in a.variables] for s in a]
+            rows_b = [[_k(s[v]) for v in b.variables] for s in b]
+            assert rows_a == rows_b, q
+        assert type(r.query("ASK { ?s <urn:x:n> 42 }")) is ox.QueryBoolean
+        assert bool(r.query("ASK { ?s <urn:x:n> 42 }")) is True
+        assert bool(r.query("ASK { ?s <urn:x:n> 7 }")) is False
+        c_r, c_e = (x.query("CONSTRUCT WHERE { ?s <urn:x:n> ?o }") for x in (r, e))
+        assert type(c_r) is type(c_e) is ox.QueryTriples
+        assert sorted(map(str, c_r)) == sorted(map(str, c_e))
+        assert r.replace_graph("urn:twinprov:run/b/1", "") == 0
+        assert r.graph_size("urn:twinprov:run/b/1") == 0
+
+
+def _k(term: object) -> str:
+    return "_:" if isinstance(term, ox.BlankNode) else str(term)
+
+
+def test_twinprov_query_over_the_server(server: str, tmp_path: Path) -> None:
+    from provenance.query import run_query
+
+    settings = _settings(tmp_path, server)
+    with open_store(settings) as st:
+        st.replace_graph("urn:twinprov:run/b/1", RUN_B)
+    head, rows = run_query(
+        settings, "SELECT DISTINCT ?o WHERE { ?s <urn:x:n> ?o } ORDER BY ?o", "table"
+    )
+    assert head == ["o"] and rows == [["42"], ["43"]]
+    out = run_query(settings, "SELECT DISTINCT ?o WHERE { ?s <urn:x:n> ?o } ORDER BY ?o", "csv")
+    assert out == "o\r\n42\r\n43\r\n"
+    ttl = run_query(settings, "CONSTRUCT WHERE { ?s <urn:x:n> ?o }", "turtle")
+    assert "42" in str(ttl)
+    with pytest.raises(QueryError, match="malformed SPARQL"):
+        run_query(settings, "SELEC nothing", "json")
+
+
+def test_errors_name_the_cause_and_hide_passwords(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    url = f"http://twinprov:s3cret-pw@127.0.0.1:{port}"
+    store = SparqlStore(f"{url}/query", f"{url}/store", timeout_s=2)
+    with store.open() as st:
+        with pytest.raises(StoreError, match="cannot be reached") as err:
+            st.replace_graph("urn:twinprov:run/x/1", RUN_B)
+        assert "s3cret-pw" not in str(err.value) and "***" in str(err.value)
+        with pytest.raises(StoreError, match="not valid Turtle"):
+            st.replace_graph("urn:twinprov:run/x/1", "<unclosed")
+        with pytest.raises(StoreError, match="is not an IRI"):
+            st.replace_graph("not an iri", RUN_B)
+    assert "s3cret-pw" not in repr(store)
+    assert safe_url("http://u:p@h:1/q") == "http://u:***@h:1/q"
+    with pytest.raises(StoreError, match="not open"):
+        store.graphs()
