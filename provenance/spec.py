@@ -467,8 +467,43 @@ def _step_issues(spec: WorkflowSpec, i: int, s: Step, base_dir: Path | None) -> 
     return issues
 
 
+_PRESETS = {
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+    "@annually",
+}
+
+
+def _schedule_issue(where: str, schedule: str | None) -> SpecIssue | None:
+    if schedule is None or schedule in _PRESETS:
+        return None
+    from croniter import croniter
+
+    if croniter.is_valid(schedule):
+        return None
+    return SpecIssue(
+        where, f"'{schedule}' is neither a preset ({', '.join(sorted(_PRESETS))}) nor a cron line"
+    )
+
+
 def _semantic_issues(spec: WorkflowSpec, base_dir: Path | None = None) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
+    for where, schedule in (
+        ("schedule", spec.schedule),
+        (
+            "reproducibility.schedule",
+            spec.reproducibility.schedule if spec.reproducibility else None,
+        ),
+    ):
+        wrong = _schedule_issue(where, schedule)
+        if wrong is not None:
+            issues.append(wrong)
     for i, s in enumerate(spec.steps):
         issues += _step_issues(spec, i, s, base_dir)
     for name, p in spec.params.items():

@@ -197,3 +197,12 @@ def test_backend_override_rechecks_the_spec() -> None:
         spec.with_target("kubernetes")
     demo = load_spec(DEMO_SPEC).with_target("interlink")
     assert {demo.target_of(s) for s in demo.steps} == {"interlink"}
+
+
+def test_schedule_must_be_a_preset_or_a_cron_line() -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["schedule"] = "every tuesday"
+    assert any(i.startswith("schedule: 'every tuesday' is neither a preset") for i in _issues(data))
+    for ok in ("@daily", "0 6 * * 1", None):
+        data["schedule"] = ok
+        parse_spec(yaml.safe_dump(data))

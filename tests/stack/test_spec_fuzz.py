@@ -230,12 +230,6 @@ def test_fuzz_counts() -> None:
     assert sum(_seen.values()) > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a schedule Airflow cannot read passes the spec checks; Airflow then rejects the DAG "
-    "with 'AirflowTimetableInvalid: Exactly 5, 6 or 7 columns…', naming neither the spec file "
-    "nor the field: needs a schedule check in provenance/spec.py",
-)
 def test_bad_schedule_is_one_clear_message(fuzz_folder: Path) -> None:
     good = fuzz_folder / "good.yaml"
     good.write_text("name: fine\nsteps:\n  - id: a\n    command: [python, -c, '1']\n")
