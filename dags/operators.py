@@ -18,6 +18,7 @@ from provenance.environment import python_environment
 from provenance.errors import TwinprovError
 from provenance.publish import publish_run
 from provenance.spec import Step, WorkflowSpec, render
+from provenance.stepenv import base_environment
 from provenance.workspace import stage_input, staged_input_path, workspace_dir
 
 
@@ -68,6 +69,39 @@ def mlflow_environment(settings: Settings, ti: Any, log: Any) -> dict[str, str]:
         try_number=int(ti.try_number),
         run_iri=Ids(settings.base_iri).run(ti.dag_id, ti.run_id),
     )
+
+
+def secret_environment(step: Step) -> dict[str, str]:
+    """The values of a local step's ``secrets:`` (Airflow connections and variables), each
+    registered with Airflow's secrets masker so that the task log shows ``***``."""
+    from airflow.sdk import Connection, Variable
+    from airflow.sdk.log import mask_secret
+
+    out: dict[str, str] = {}
+    for k, sec in enumerate(step.secrets):
+        where = f"step {step.id}: secrets[{k}] ({sec.env})"
+        try:
+            if sec.connection:
+                conn = Connection.get(sec.connection)
+                raw = conn.get_uri() if sec.field == "uri" else getattr(conn, sec.field)
+                if conn.password:
+                    mask_secret(conn.password)
+            elif sec.variable:
+                raw = Variable.get(sec.variable)
+            else:
+                continue  # a Kubernetes Secret: only pods take those (the spec check says so)
+        except Exception as e:
+            what = (
+                f"connection '{sec.connection}'" if sec.connection else f"variable '{sec.variable}'"
+            )
+            raise AirflowException(
+                f"{where}: Airflow {what} is not available: {type(e).__name__}"
+            ) from None  # the cause may quote the value
+        value = "" if raw is None else str(raw)
+        if value:
+            mask_secret(value)  # declared a secret: masked whatever its name
+        out[sec.env] = value
+    return out
 
 
 class LocalStepOperator(BaseOperator):
@@ -128,10 +162,14 @@ class LocalStepOperator(BaseOperator):
                     stage_input(settings.data_dir, ws, i.name, str(params[item]))
                 except TwinprovError as e:
                     raise AirflowException(f"step {step.id}: {e}") from e
-        env = dict(os.environ)
+        # the step sees the basics, what its spec declares and its secrets; never the task
+        # process's own environment (AIRFLOW_CONN_*, database URLs)
+        env = base_environment(os.environ, settings.step_env_passthrough)
         env.update({k: render(v, values) for k, v in step.env.items()})
+        env.update(secret_environment(step))
         if step.mlflow:
             env.update(mlflow_environment(settings, ti, self.log))
+        env[stepwrap.PARENT_ENV] = str(os.getpid())  # the step ends if this process dies
         cmd = [
             sys.executable,
             stepwrap.__file__,

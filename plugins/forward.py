@@ -65,16 +65,14 @@ class Forwarder:
             return self._map[1]
         t = runs_table
         found: dict[str, set[str]] = {}
-        with Ledger(self.ledger_url).engine.connect() as conn:
-            for dag_id, run_id, publication in conn.execute(
-                select(t.c.dag_id, t.c.run_id, t.c.publication)
-            ):
-                graphs = found.setdefault(dag_id, set())
-                graphs.add(self.ids.run(dag_id, run_id))
-                if publication:
-                    graph = json.loads(publication).get("graph")
-                    if graph:
-                        graphs.add(str(graph))
+        rows = Ledger(self.ledger_url).select_rows(select(t.c.dag_id, t.c.run_id, t.c.publication))
+        for dag_id, run_id, publication in rows:
+            graphs = found.setdefault(dag_id, set())
+            graphs.add(self.ids.run(dag_id, run_id))
+            if publication:
+                graph = json.loads(publication).get("graph")
+                if graph:
+                    graphs.add(str(graph))
         self._map = (now, found)
         return found
 

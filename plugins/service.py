@@ -49,8 +49,8 @@ class ProvenanceService:
         from provenance.ledger import Ledger
         from provenance.ledger import runs as runs_table
 
-        with Ledger(self.settings.ledger_url).engine.connect() as conn:
-            return {row[0] for row in conn.execute(select(runs_table.c.dag_id).distinct())}
+        rows = Ledger(self.settings.ledger_url).select_rows(select(runs_table.c.dag_id).distinct())
+        return {row[0] for row in rows}
 
     def answer(
         self,

@@ -22,6 +22,9 @@ Keys of ``[twinprov]`` read here (the SPARQL endpoint's own limits are read by t
 * ``sparql_timeout_seconds`` (60): HTTP time limit of one request to that server.
 * ``base_iri`` (``urn:twinprov:``), ``mlflow_tracking_uri`` (default: SQLite under
   ``TWINPROV_HOME``; a server: ``http://mlflow:5000``), ``crate_copy_threshold`` (bytes).
+* ``step_env_passthrough``: comma-separated names or patterns (``MY_TOOL_*``) of environment
+  variables local steps inherit besides the basics (PATH, HOME, locale…); steps never see the
+  rest of the task process's environment (``AIRFLOW_CONN_*``, database URLs).
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class Settings:
     """Graph Store Protocol endpoint of the same server (each run graph is PUT there)."""
     sparql_timeout_s: float = 60.0
     """HTTP time limit of one request to the SPARQL server."""
+    step_env_passthrough: tuple[str, ...] = ()
+    """Extra environment variables (names or patterns) local steps inherit."""
 
     @property
     def remote_store(self) -> bool:
@@ -132,6 +137,9 @@ class Settings:
             sparql_url=(_cfg_value("sparql_url") or "").strip(),
             sparql_gsp_url=(_cfg_value("sparql_gsp_url") or "").strip(),
             sparql_timeout_s=_positive_float(timeout, 60.0),
+            step_env_passthrough=tuple(
+                p.strip() for p in (_cfg_value("step_env_passthrough") or "").split(",")
+            ),
         )
 
 

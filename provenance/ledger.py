@@ -2,24 +2,28 @@
 
 Listeners in many task processes append small events here (safe for many writers); one writer
 later turns a run's events into a PROV graph. Appending the same event twice is a no-op, so a
-replayed event cannot duplicate anything. When the database cannot be reached, events go to a
-spool folder (JSON lines) and are ingested on the next publication: provenance is never dropped.
+replayed event cannot duplicate anything. Every event is first written to a spool folder (JSON
+lines), then to the database, then removed from the spool: an event whose writer was killed, or
+whose database was down, waits there and is ingested on the next publication. Provenance is never
+dropped.
 """
 
 from __future__ import annotations
 
 __all__ = ["Ledger", "RunRecord", "TaskEvent", "record_event"]
 
+import contextlib
 import json
 import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -35,7 +39,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from provenance.errors import LedgerError
@@ -73,6 +77,9 @@ runs = Table(
     Column("stored_digest", String(64)),
     Column("publication", Text),
 )
+
+
+_T = TypeVar("_T")
 
 
 def _now() -> str:
@@ -134,14 +141,15 @@ _engines_lock = threading.Lock()
 
 
 def _engine(url: str) -> Engine:
+    """One engine per process and URL. Tables are created on first need (see
+    :meth:`Ledger._schema_retry`), not checked on every open: a task process writes two events."""
     with _engines_lock:
         key = f"{os.getpid()}:{url}"
         eng = _engines.get(key)
         if eng is None:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            eng = create_engine(url, poolclass=NullPool, future=True)
-            if eng.dialect.name == "sqlite":
+                eng = create_engine(url, poolclass=NullPool, future=True)
 
                 @event.listens_for(eng, "connect")
                 def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:
@@ -152,9 +160,27 @@ def _engine(url: str) -> Engine:
                     cur.execute("PRAGMA synchronous=NORMAL")
                     cur.close()
 
-            _metadata.create_all(eng, checkfirst=True)
+            else:
+                # a server: keep one connection for the process's next event, and test it
+                # before use (the database may have restarted in between)
+                eng = create_engine(
+                    url, pool_size=1, max_overflow=4, pool_pre_ping=True, future=True
+                )
             _engines[key] = eng
         return eng
+
+
+def _create_tables(eng: Engine) -> None:
+    """Create the ledger's tables if missing; two processes doing it at once is fine."""
+    for attempt in range(3):
+        try:
+            _metadata.create_all(eng, checkfirst=True)
+            return
+        except (IntegrityError, ProgrammingError, OperationalError):
+            # PostgreSQL: a concurrent CREATE TABLE won the race (duplicate pg_type row)
+            if attempt == 2:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 class Ledger:
@@ -184,12 +210,28 @@ class Ledger:
         res = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
         return bool(res.rowcount)
 
-    def _write(self, rows: list[tuple[Table, dict[str, Any]]]) -> list[bool]:
+    def _schema_retry(self, work: Callable[[], _T], verb: str) -> _T:
+        """Run ``work``; if it fails because the tables are missing (a new database), create
+        them and run it once more. Database errors become one-line :class:`LedgerError`."""
         try:
+            try:
+                return work()
+            except (OperationalError, ProgrammingError) as first:
+                if not _missing_table(first):
+                    raise
+                _create_tables(self.engine)
+                return work()
+        except SQLAlchemyError as e:
+            raise LedgerError(
+                f"cannot {verb} the ledger at {_safe_url(self.url)}: {_first_line(e)}"
+            ) from e
+
+    def _write(self, rows: list[tuple[Table, dict[str, Any]]]) -> list[bool]:
+        def work() -> list[bool]:
             with self.engine.begin() as conn:
                 return [self._insert_ignore(conn, table, values) for table, values in rows]
-        except SQLAlchemyError as e:
-            raise LedgerError(f"cannot write the ledger at {_safe_url(self.url)}: {e}") from e
+
+        return self._schema_retry(work, "write")
 
     def append(self, ev: TaskEvent, run_info: Mapping[str, Any] | None = None) -> bool:
         """Store one event (and, in the same transaction, the run it belongs to).
@@ -236,32 +278,29 @@ class Ledger:
             .where(task_events.c.dag_id == dag_id, task_events.c.run_id == run_id)
             .order_by(task_events.c.id)
         )
-        with self._read() as conn:
-            return [
-                TaskEvent(
-                    dag_id=r.dag_id,
-                    run_id=r.run_id,
-                    task_id=r.task_id,
-                    map_index=r.map_index,
-                    try_number=r.try_number,
-                    state=r.state,
-                    payload=json.loads(r.payload),
-                    recorded_at=r.recorded_at,
-                )
-                for r in conn.execute(q)
-            ]
+        return [
+            TaskEvent(
+                dag_id=r.dag_id,
+                run_id=r.run_id,
+                task_id=r.task_id,
+                map_index=r.map_index,
+                try_number=r.try_number,
+                state=r.state,
+                payload=json.loads(r.payload),
+                recorded_at=r.recorded_at,
+            )
+            for r in self.select_rows(q)
+        ]
 
     def run(self, dag_id: str, run_id: str) -> RunRecord | None:
         """One run, or ``None``."""
         q = select(runs).where(runs.c.dag_id == dag_id, runs.c.run_id == run_id)
-        with self._read() as conn:
-            row = conn.execute(q).first()
-        return _row_to_run(row) if row else None
+        rows = self.select_rows(q)
+        return _row_to_run(rows[0]) if rows else None
 
     def runs(self) -> list[RunRecord]:
         """Every recorded run, oldest first."""
-        with self._read() as conn:
-            rows = conn.execute(select(runs).order_by(runs.c.first_seen, runs.c.run_id)).all()
+        rows = self.select_rows(select(runs).order_by(runs.c.first_seen, runs.c.run_id))
         return [_row_to_run(r) for r in rows]
 
     def update_run(self, dag_id: str, run_id: str, **values: Any) -> None:
@@ -269,17 +308,21 @@ class Ledger:
         if "publication" in values and not isinstance(values["publication"], str):
             values["publication"] = json.dumps(values["publication"], sort_keys=True)
         stmt = update(runs).where(runs.c.dag_id == dag_id, runs.c.run_id == run_id).values(**values)
-        try:
+
+        def work() -> None:
             with self.engine.begin() as conn:
                 conn.execute(stmt)
-        except SQLAlchemyError as e:
-            raise LedgerError(f"cannot write the ledger at {_safe_url(self.url)}: {e}") from e
 
-    def _read(self) -> Any:
-        try:
-            return self.engine.connect()
-        except SQLAlchemyError as e:
-            raise LedgerError(f"cannot read the ledger at {_safe_url(self.url)}: {e}") from e
+        self._schema_retry(work, "write")
+
+    def select_rows(self, stmt: Any) -> list[Any]:
+        """All rows of one query on the ledger's tables (created first in a new database)."""
+
+        def work() -> list[Any]:
+            with self.engine.connect() as conn:
+                return list(conn.execute(stmt))
+
+        return self._schema_retry(work, "read")
 
     # -- the spool: events the database could not take at the time -------------------------
 
@@ -289,10 +332,14 @@ class Ledger:
         if not spool_dir.is_dir():
             return 0
         for f in sorted(spool_dir.glob("*.jsonl")):
-            for rec in _read_jsonl(f):
+            try:
+                records = list(_read_jsonl(f))
+            except FileNotFoundError:  # its writer reached the ledger and removed it meanwhile
+                continue
+            for rec in records:
                 ev = TaskEvent(**rec["event"])
                 added += self.append(ev, rec.get("run_info"))
-            f.unlink()
+            f.unlink(missing_ok=True)
         return added
 
 
@@ -307,6 +354,19 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                     log.warning("twinprov: skipped a truncated spool line in %s", path)
 
 
+def _missing_table(e: SQLAlchemyError) -> bool:
+    """Whether a database error says one of our tables does not exist (a new database)."""
+    text = str(getattr(e, "orig", e)).lower()
+    return "no such table" in text or ("does not exist" in text and "relation" in text)
+
+
+def _first_line(e: SQLAlchemyError) -> str:
+    """The driver's own message, first line (no SQL statement, no bound values)."""
+    orig = getattr(e, "orig", None)
+    text = str(orig if orig is not None else e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _safe_url(url: str) -> str:
     """The URL with any password hidden."""
     from sqlalchemy.engine import make_url
@@ -317,23 +377,70 @@ def _safe_url(url: str) -> str:
         return "<ledger url>"
 
 
+LEDGER_ATTEMPTS = 4
+"""Tries of one ledger write before an event stays in the spool (a restarting database)."""
+_BACKOFF_S = (0.25, 0.75, 1.5)
+
+
+def _spool_write(spool_dir: Path, line: str) -> Path:
+    """Write one spool file atomically (a reader never sees half a line)."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{os.getpid()}-{uuid.uuid4().hex}"
+    tmp = spool_dir / f".{name}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+    path = spool_dir / f"{name}.jsonl"
+    os.replace(tmp, path)
+    return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def record_event(
-    ledger_url: str, spool_dir: Path, ev: TaskEvent, run_info: Mapping[str, Any]
+    ledger_url: str,
+    spool_dir: Path,
+    ev: TaskEvent,
+    run_info: Mapping[str, Any],
+    attempts: int = LEDGER_ATTEMPTS,
 ) -> str:
-    """Persist an event: to the ledger, or else to the spool. Returns where it went.
+    """Persist an event durably. Returns where it rests: ``"ledger"`` or ``"spool"``.
+
+    Write-ahead: the event is first written to the spool folder, then appended to the ledger
+    (retried while the database restarts), and only then removed from the spool. A process
+    killed at any point after the spool write leaves the event there, and the next publication
+    ingests it (appends are idempotent, so an event that reached both is stored once). When the
+    ledger stays unreachable the spool file is flushed to disk and kept.
 
     Raises only if both the ledger and the spool folder are unwritable.
     """
-    try:
-        Ledger(ledger_url).append(ev, run_info)
-        return "ledger"
-    except Exception as e:  # any failure of the database must not lose the event
-        log.warning("twinprov: ledger unavailable (%s); spooling the event", e)
-    spool_dir.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"event": asdict(ev), "run_info": dict(run_info)}, default=str)
-    path = spool_dir / f"{os.getpid()}-{uuid.uuid4().hex}.jsonl"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    spooled: Path | None
+    try:
+        spooled = _spool_write(spool_dir, line)
+    except OSError as e:
+        log.warning("twinprov: spool folder %s unwritable (%s)", spool_dir, e)
+        spooled = None
+    error: Exception | None = None
+    for attempt in range(max(1, attempts)):
+        try:
+            Ledger(ledger_url).append(ev, run_info)
+        except Exception as e:  # any failure of the database must not lose the event
+            error = e
+            if attempt + 1 < attempts:
+                time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+            continue
+        if spooled is not None:
+            spooled.unlink(missing_ok=True)
+        return "ledger"
+    if spooled is None:
+        raise LedgerError(f"event lost: ledger and spool folder both unwritable ({error})")
+    log.warning("twinprov: ledger unavailable (%s); the event waits in %s", error, spooled)
+    with contextlib.suppress(OSError):
+        _fsync(spooled)
     return "spool"

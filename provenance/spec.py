@@ -177,11 +177,27 @@ class Hpc(_Model):
 
 
 class SecretEnv(_Model):
-    """An environment variable filled from a Kubernetes Secret (never written in the spec)."""
+    """An environment variable filled from a secret store, never written in the spec.
+
+    Pods (kubernetes, interlink) take ``secret`` + ``key`` of a Kubernetes Secret; the local
+    backend takes an Airflow ``connection`` (its URI, or one ``field`` of it) or an Airflow
+    ``variable``, read when the step starts and masked in the task log.
+    """
 
     env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    secret: str
-    key: str
+    secret: str | None = None
+    """Kubernetes Secret name (with ``key``)."""
+    key: str | None = None
+    connection: str | None = None
+    """Airflow connection id."""
+    field: Literal["uri", "password", "login", "host", "port", "schema"] = "uri"
+    variable: str | None = None
+    """Airflow variable key."""
+
+    @property
+    def source(self) -> str:
+        """How the value is found: ``kubernetes``, ``connection`` or ``variable``."""
+        return "connection" if self.connection else "variable" if self.variable else "kubernetes"
 
 
 class Volume(_Model):
@@ -394,6 +410,34 @@ def _suite_candidates(spec: WorkflowSpec, suite: str, base_dir: Path) -> list[Pa
     return out
 
 
+def _secret_issues(where: str, sec: SecretEnv, target: str) -> list[SpecIssue]:
+    kube = sec.secret is not None or sec.key is not None
+    given = [kube, sec.connection is not None, sec.variable is not None]
+    if sum(given) != 1:
+        return [SpecIssue(where, "give exactly one of 'secret' + 'key', 'connection', 'variable'")]
+    if kube and (sec.secret is None or sec.key is None):
+        return [SpecIssue(where, "a Kubernetes Secret needs both 'secret' and 'key'")]
+    if target == "local" and kube:
+        return [
+            SpecIssue(
+                where,
+                "the local backend cannot read a Kubernetes Secret; use 'connection:' or "
+                "'variable:' (Airflow's secrets)",
+            )
+        ]
+    if target != "local" and not kube:
+        return [
+            SpecIssue(
+                where,
+                f"a {target} step cannot take an Airflow {sec.source} (its value would be written "
+                "into the pod spec); put it in a Kubernetes Secret and use 'secret:' + 'key:'",
+            )
+        ]
+    if sec.connection is None and "field" in sec.model_fields_set:
+        return [SpecIssue(f"{where}.field", "only with 'connection:'")]
+    return []
+
+
 def _step_issues(spec: WorkflowSpec, i: int, s: Step, base_dir: Path | None) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     where = f"steps[{i}]"
@@ -437,8 +481,10 @@ def _step_issues(spec: WorkflowSpec, i: int, s: Step, base_dir: Path | None) -> 
             issues.append(
                 SpecIssue(f"{where}.resources.cpu", f"'{s.resources.cpu}' is not like 2 or 500m")
             )
+    for k, sec in enumerate(s.secrets):
+        issues += _secret_issues(f"{where}.secrets[{k}]", sec, target)
     if target == "local":
-        for field in ("secrets", "volumes", "kubernetes", "hpc"):
+        for field in ("volumes", "kubernetes", "hpc"):
             if getattr(s, field):
                 issues.append(
                     SpecIssue(f"{where}.{field}", "only for the kubernetes and interlink targets")

@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 MANIFEST_PREFIX = "TWINPROV_MANIFEST "
+PARENT_ENV = "TWINPROV_PARENT_PID"
+"""Set by a parent that wants the step to end when it dies (the local backend's task process)."""
 MANIFEST_VERSION = 1
 CONTRACT_BROKEN = 65
 _CHUNK = 1 << 20
@@ -82,6 +85,40 @@ def _describe(workspace: Path, item: dict[str, str], errors: list[str]) -> dict[
     return rec
 
 
+_PR_SET_PDEATHSIG = 1
+_GRACE_S = 5.0
+
+
+def _pdeathsig(sig: int) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _child_dies_with_wrapper() -> None:
+    _pdeathsig(signal.SIGKILL)
+
+
+def _end_group(proc: subprocess.Popen[bytes], sig: int, grace: float = _GRACE_S) -> None:
+    """Send ``sig`` to the command's whole process group; SIGKILL whatever is left after
+    ``grace`` seconds (a step must not outlive the task that started it)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # grandchildren the command left behind
+
+
 def run(
     workspace: Path, plan: dict[str, object], command: list[str]
 ) -> tuple[int, dict[str, object]]:
@@ -95,14 +132,21 @@ def run(
     started, t0 = _now(), time.monotonic()
     before = _rusage()
     try:
-        proc = subprocess.Popen(command, cwd=workspace)
+        # its own process group, so that the whole tree can be ended; and if this wrapper is
+        # killed outright, the kernel kills the command (PR_SET_PDEATHSIG)
+        proc = subprocess.Popen(
+            command,
+            cwd=workspace,
+            start_new_session=True,
+            preexec_fn=_child_dies_with_wrapper,
+        )
     except OSError as e:
         errors.append(f"cannot start {command[0]!r}: {e.strerror}")
         code = 127
     else:
 
         def forward(signum: int, _frame: object) -> None:
-            proc.send_signal(signum)
+            _end_group(proc, signum)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, forward)
@@ -164,10 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
     if not command:
         parser.error("no command given after --")
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        # the task process that started us dies (kill -9, lost node): we get SIGTERM, and end
+        # the command's process group (see ``forward``) instead of running on as an orphan
+        _pdeathsig(signal.SIGTERM)
+        if str(os.getppid()) != parent:
+            print(f"twinprov: the task process {parent} is gone; step not started", file=sys.stderr)
+            return 143
     code, manifest = run(ns.workspace, json.loads(ns.plan), command)
     sys.stdout.flush()
     sys.stderr.flush()
-    print(MANIFEST_PREFIX + json.dumps(manifest, sort_keys=True), flush=True)
+    try:
+        print(MANIFEST_PREFIX + json.dumps(manifest, sort_keys=True), flush=True)
+    except BrokenPipeError:  # nobody reads the log any more (the task process died)
+        return code or CONTRACT_BROKEN
     # the command succeeded but broke the step's contract (missing output, path escaping)
     return code if code else (CONTRACT_BROKEN if manifest["errors"] else 0)
 

@@ -101,10 +101,78 @@ def test_unreachable_ledger_spools_and_nothing_is_lost(tmp_path: Path) -> None:
     bad_url = f"sqlite:///{blocker / 'ledger.sqlite'}"  # cannot be created or opened
     spool = tmp_path / "spool"
     evs = _events("r9")
-    assert {record_event(bad_url, spool, e, {"params": {"p": 1}}) for e in evs} == {"spool"}
+    got = {record_event(bad_url, spool, e, {"params": {"p": 1}}, attempts=1) for e in evs}
+    assert got == {"spool"}
     assert len(list(spool.glob("*.jsonl"))) == len(evs)
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}")
     assert ledger.ingest_spool(spool) == len(evs)
     assert len(ledger.events("dag", "r9")) == len(evs)
     assert ledger.run("dag", "r9").info == {"params": {"p": 1}}
     assert not list(spool.glob("*.jsonl"))
+
+
+def test_a_ledger_that_comes_back_is_retried(tmp_path: Path) -> None:
+    """The database is unavailable for a moment (here: its folder cannot be created yet, then
+    can): the write is retried and lands in the ledger; nothing is left in the spool."""
+    import threading
+
+    folder = tmp_path / "db"
+    folder.write_text("in the way for a moment")
+    timer = threading.Timer(0.1, folder.unlink)
+    timer.start()
+    spool = tmp_path / "spool"
+    ev = _events("r5", 1)[0]
+    assert record_event(f"sqlite:///{folder / 'l.sqlite'}", spool, ev, {}) == "ledger"
+    timer.join()
+    assert len(Ledger(f"sqlite:///{folder / 'l.sqlite'}").events("dag", "r5")) == 1
+    assert not list(spool.glob("*"))
+
+
+def test_event_of_a_process_killed_while_writing_is_recovered(tmp_path: Path) -> None:
+    """``kill -9`` of the writer while its ledger insert waits on a lock: the write-ahead spool
+    line survives and the next ingestion stores the event exactly once."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    spool = tmp_path / "spool"
+    ledger = Ledger(url)
+    ledger.append(_events("r0", 1)[0], {})  # tables exist
+    lock = sqlite3.connect(tmp_path / "l.sqlite", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # the writer's insert waits (busy_timeout)
+    code = (
+        "import json, sys\n"
+        "from provenance.ledger import TaskEvent, record_event\n"
+        "ev = TaskEvent(**json.loads(sys.argv[1]))\n"
+        f"record_event({url!r}, __import__('pathlib').Path({str(spool)!r}), ev, {{'p': 1}})\n"
+    )
+    import json
+    from dataclasses import asdict
+
+    ev = _events("r1", 1)[1]  # a success event with its manifest
+    writer = subprocess.Popen([sys.executable, "-c", code, json.dumps(asdict(ev))])
+    try:
+        deadline = time.monotonic() + 30
+        while not list(spool.glob("*.jsonl")):
+            assert time.monotonic() < deadline and writer.poll() is None, "nothing spooled"
+            time.sleep(0.02)
+        time.sleep(0.3)  # now inside the ledger write, waiting on the lock
+        assert writer.poll() is None
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert ledger.events("dag", "r1") == []  # the insert never happened
+    assert ledger.ingest_spool(spool) == 1
+    assert ledger.ingest_spool(spool) == 0
+    (got,) = ledger.events("dag", "r1")
+    assert (
+        got.payload["manifest"]["outputs"][0]["sha256"]
+        == ev.payload["manifest"]["outputs"][0]["sha256"]
+    )
+    assert ledger.run("dag", "r1").info == {"p": 1}

@@ -206,3 +206,28 @@ def test_schedule_must_be_a_preset_or_a_cron_line() -> None:
     for ok in ("@daily", "0 6 * * 1", None):
         data["schedule"] = ok
         parse_spec(yaml.safe_dump(data))
+
+
+def test_secrets_come_from_the_store_the_target_can_read() -> None:
+    conn = {"env": "DB_URL", "connection": "flood_db"}
+    var = {"env": "KEY", "variable": "cds_key"}
+    kube = {"env": "TOKEN", "secret": "dt-credentials", "key": "token"}
+    # local steps: Airflow connections and variables
+    spec = parse_spec(yaml.safe_dump(_with(s0__secrets=[conn, {**var}])))
+    assert [s.source for s in spec.steps[0].secrets] == ["connection", "variable"]
+    issues = _issues(_with(s0__secrets=[kube]))
+    assert any("secrets[0]: the local backend cannot read a Kubernetes" in i for i in issues)
+    # pods: Kubernetes Secrets only (an Airflow value would be written into the pod spec)
+    parse_spec(yaml.safe_dump(_kube(secrets=[kube])))
+    issues = _issues(_kube(secrets=[conn]))
+    assert any(
+        i.startswith("steps[0].secrets[0]: a interlink step cannot take an Airflow connection")
+        for i in issues
+    )
+    # exactly one source
+    issues = _issues(_with(s0__secrets=[{**conn, "variable": "x"}]))
+    assert any("exactly one of 'secret' + 'key', 'connection', 'variable'" in i for i in issues)
+    issues = _issues(_kube(secrets=[{"env": "T", "secret": "s"}]))
+    assert any("needs both 'secret' and 'key'" in i for i in issues)
+    issues = _issues(_with(s0__secrets=[{**var, "field": "password"}]))
+    assert any(i.startswith("steps[0].secrets[0].field: only with 'connection:'") for i in issues)

@@ -87,3 +87,66 @@ def test_non_manifest_lines_are_ignored() -> None:
     assert stepwrap.parse_manifest_line("hello") is None
     assert stepwrap.parse_manifest_line(stepwrap.MANIFEST_PREFIX + "{broken") is None
     assert stepwrap.parse_manifest_line("x " + stepwrap.MANIFEST_PREFIX + '{"a": 1}') == {"a": 1}
+
+
+def test_step_ends_when_the_task_process_is_killed(tmp_path: Path) -> None:
+    """``kill -9`` of the process that started the wrapper (the Airflow task process) ends the
+    step's whole process tree (the command and a grandchild it started) instead of leaving
+    orphans writing into the workspace."""
+    import os
+    import signal
+    import time
+
+    pids = tmp_path / "pids"
+    step = (
+        "import os, subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{g.pid}}')\n"
+        "time.sleep(300)\n"
+    )
+    wrapper = [
+        sys.executable, stepwrap.__file__, "--workspace", str(tmp_path / "ws"),
+        "--plan", json.dumps({"step": "s"}), "--", sys.executable, "-c", step,
+    ]  # fmt: skip
+    parent = (
+        "import os, subprocess, sys, time\n"
+        f"env = dict(os.environ, {stepwrap.PARENT_ENV}=str(os.getpid()))\n"
+        f"p = subprocess.Popen({wrapper!r}, env=env)\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    task = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    assert task.stdout is not None
+    wrapper_pid = int(task.stdout.readline())
+    deadline = time.monotonic() + 30
+    while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    command_pid, grandchild_pid = map(int, pids.read_text().split())
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().split(") ")[1][0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    assert all(alive(p) for p in (wrapper_pid, command_pid, grandchild_pid))
+    os.kill(task.pid, signal.SIGKILL)
+    task.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in (wrapper_pid, command_pid, grandchild_pid)):
+        assert time.monotonic() < deadline, "the step outlived the task process"
+        time.sleep(0.05)
+
+
+def test_wrapper_whose_task_process_is_already_gone_does_not_start(tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, **{stepwrap.PARENT_ENV: "1"})  # not our parent: it already died
+    proc = subprocess.run(
+        [sys.executable, stepwrap.__file__, "--workspace", str(tmp_path), "--plan", "{}", "--",
+         "touch", "started"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 143 and "is gone" in proc.stderr
+    assert not (tmp_path / "started").exists()

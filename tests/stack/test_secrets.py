@@ -1,7 +1,8 @@
 """Secrets never reach provenance: a run whose steps use an Airflow connection's password (to log
 into PostgreSQL), a variable marked sensitive (an HMAC key) and MLflow — one step even prints
-them in an error on its first try — and the Kubernetes form of the same workflow, whose pods take
-a Secret. The bytes of the ledger database, the graph store, every file twinprov wrote (PROV
+them in an error on its first try, where the task log must show them masked; steps declare them
+under ``secrets:`` and inherit nothing else of the scheduler's environment — and the Kubernetes
+form of the same workflow, whose pods take a Secret. The bytes of the ledger database, the graph store, every file twinprov wrote (PROV
 files, crates, STAC, run folders, spool) and the MLflow database and artifacts are searched for
 each planted value (and the stack's own passwords)."""
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from provenance.workspace import workspace_dir
 from tests.stack import checks
 from tests.stack.conftest import Planted
 from tests.stack.services import Stack
@@ -56,6 +58,14 @@ def test_no_secret_in_any_artifact(stack: Stack, planted: Planted) -> None:
         (stack.airflow_home / "logs" / "dag_id=stack_secrets").rglob("task_id=noisy/attempt=1.log")
     ).read_text()
     assert "cannot use" in task_log
+    # declared as secrets, the values are masked where the program printed them
+    assert planted.conn_password not in task_log and planted.variable not in task_log
+    assert "***" in task_log
+    # and the step saw none of the task process's own environment (AIRFLOW_CONN_*, DB URLs)
+    ws = workspace_dir(stack.twinprov_home / "runs", "stack_secrets", run_id)
+    for name in ("quiet", "noisy", "tracked"):
+        line = (ws / f"{name}.txt").read_text()
+        assert line.rstrip().endswith("inherited="), line
 
     blobs: dict[str, bytes] = {
         "ledger database (pg_dump twinprov)": stack.pg_dump("twinprov"),

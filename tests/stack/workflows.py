@@ -48,12 +48,14 @@ from urllib.parse import urlsplit
 import psycopg2
 
 mode, out = sys.argv[1], sys.argv[2]
-dsn = urlsplit(os.environ["AIRFLOW_CONN_STACK_SECRET_DB"])
-key = os.environ["AIRFLOW_VAR_STACK_REGION_KEY"].encode()
+dsn = urlsplit(os.environ["DB_URL"])
+key = os.environ["REGION_KEY"].encode()
+# what the scheduler's environment holds must not reach a step
+leaked = sorted(k for k in os.environ if k.startswith(("AIRFLOW", "TWINPROV_LEDGER")))
 if mode == "noisy" and not os.path.exists(".noisy.tried"):
     open(".noisy.tried", "w").write("1")
     # a careless program: the first try fails and prints its credentials
-    print(f"cannot use {os.environ['AIRFLOW_CONN_STACK_SECRET_DB']} with key {key.decode()}",
+    print(f"cannot use {os.environ['DB_URL']} with key {key.decode()} (password {dsn.password})",
           file=sys.stderr)
     sys.exit(3)
 conn = psycopg2.connect(host=dsn.hostname, port=dsn.port, user=dsn.username,
@@ -64,7 +66,7 @@ with conn, conn.cursor() as cur:
 conn.close()
 digest = hmac.new(key, str(tables).encode(), hashlib.sha256).hexdigest()
 with open(out, "w") as fh:
-    fh.write(f"{mode} tables={tables} mac={digest}\\n")
+    fh.write(f"{mode} tables={tables} mac={digest} inherited={','.join(leaked)}\\n")
 if mode == "tracked":
     import mlflow
 
@@ -129,13 +131,18 @@ defaults: {retries: 1, retry_delay_seconds: 1}
 steps:
   - id: quiet
     command: [python, "${workflow_dir}/stack_secret.py", quiet, "${outputs.out}"]
+    secrets: &secrets
+      - {env: DB_URL, connection: stack_secret_db}
+      - {env: REGION_KEY, variable: stack_region_key}
     outputs: [{name: out, path: quiet.txt, media_type: text/plain}]
   - id: noisy
     command: [python, "${workflow_dir}/stack_secret.py", noisy, "${outputs.out}"]
+    secrets: *secrets
     outputs: [{name: out, path: noisy.txt, media_type: text/plain}]
   - id: tracked
     mlflow: true
     command: [python, "${workflow_dir}/stack_secret.py", tracked, "${outputs.out}"]
+    secrets: *secrets
     inputs: [{name: quiet, from: quiet.out}]
     outputs: [{name: out, path: tracked.txt, media_type: text/plain}]
 """
