@@ -118,11 +118,7 @@ class KubeSettings:
     @classmethod
     def load(cls) -> KubeSettings:
         """Read the settings (environment > ``airflow.cfg`` > defaults)."""
-        from airflow.configuration import conf
-
-        def get(key: str) -> str | None:
-            value = conf.get("twinprov", key, fallback=None)
-            return value.strip() or None if isinstance(value, str) else None
+        from provenance.config import setting as get
 
         timeout = get("interlink_startup_timeout_seconds")
         ensure = get("kube_ensure_stepwrap_configmap")

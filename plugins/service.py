@@ -8,7 +8,9 @@ server (:mod:`twinprov_airflow.forward`), after the same checks.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 from provenance.config import Settings
@@ -17,15 +19,22 @@ from twinprov_airflow.forward import Forwarder
 from twinprov_airflow.graph_worker import GraphWorker, QueryRequest, WorkerConfig
 from twinprov_airflow.settings import EndpointSettings
 
+log = logging.getLogger(__name__)
+
 
 class ProvenanceService:
     """Answers checked queries within the user's reach and the configured limits."""
+
+    CATCH_UP_EVERY_S = 5.0
+    """A SPARQL server is brought up to the ledger before a query at most this often."""
 
     def __init__(self, settings: Settings, limits: EndpointSettings) -> None:
         self.settings = settings
         self.limits = limits
         self.forwarder: Forwarder | None = None
         self.worker: GraphWorker | None = None
+        self._caught_up_at = float("-inf")
+        self._catching_up = threading.Lock()
         if limits.sparql_url:
             self.forwarder = Forwarder(
                 limits.sparql_url, ledger_url=settings.ledger_url, base_iri=settings.base_iri
@@ -66,6 +75,7 @@ class ProvenanceService:
         lim = self.limits
         checked = check_query(text, max_chars=lim.max_query_chars, parse=self.forwarder is not None)
         if self.forwarder is not None:
+            self.catch_up_remote()
             return self.forwarder.answer(
                 checked,
                 permitted_dags,
@@ -89,6 +99,33 @@ class ProvenanceService:
                 time_limit_s=lim.time_limit_s,
             )
         )
+
+    def catch_up_remote(self) -> int:
+        """Load runs published while the SPARQL server was away (as the embedded store's owner
+        does before answering); at most every :attr:`CATCH_UP_EVERY_S`, one thread at a time.
+        A failure is logged: the query is still answered from what the server holds."""
+        if not self.settings.sparql_gsp_url:
+            return 0  # read-only server: the writers' `twinprov publish --pending` catches up
+        now = time.monotonic()
+        if now - self._caught_up_at < self.CATCH_UP_EVERY_S:
+            return 0
+        if not self._catching_up.acquire(blocking=False):
+            return 0
+        try:
+            from provenance.publish import catch_up
+            from provenance.store import open_store
+
+            with open_store(self.settings) as store:
+                loaded = catch_up(self.settings, store)
+            self._caught_up_at = time.monotonic()
+            if loaded:
+                log.info("twinprov: loaded %d pending run graph(s) into the SPARQL server", loaded)
+            return loaded
+        except Exception as e:
+            log.warning("twinprov: catch-up of the SPARQL server failed: %s", e)
+            return 0
+        finally:
+            self._catching_up.release()
 
     def close(self) -> None:
         """Stop the store owner / close connections."""

@@ -1,5 +1,6 @@
-"""The endpoint's settings, read from Airflow's configuration section ``[twinprov]`` (so also
-from ``AIRFLOW__TWINPROV__<KEY>`` environment variables). Read here, passed to the core as values.
+"""The endpoint's settings, from section ``[twinprov]`` (``AIRFLOW__TWINPROV__<KEY>`` environment
+variables first, then ``airflow.cfg``), read by :func:`provenance.config.setting` like every other
+twinprov setting, and passed to the core as values.
 
 * ``query_time_limit_seconds`` (10): a query is cut, or stopped, after this long.
 * ``query_row_cap`` (10000): at most this many solutions or triples per answer.
@@ -31,12 +32,8 @@ class EndpointSettings:
 
     @classmethod
     def from_airflow(cls) -> EndpointSettings:
-        """Read ``[twinprov]`` through Airflow's configuration."""
-        from airflow.configuration import conf
-
-        def get(key: str) -> str | None:
-            value = conf.get(SECTION, key, fallback=None)
-            return value.strip() if isinstance(value, str) and value.strip() else None
+        """Read ``[twinprov]`` (environment > ``airflow.cfg`` > defaults)."""
+        from provenance.config import setting as get
 
         d = cls()
         return cls(

@@ -5,7 +5,9 @@ Precedence, as in Airflow: environment ``AIRFLOW__TWINPROV__<KEY>`` > section ``
 embedded ledger, graph store and run folders. The core never reads settings itself: callers load
 a :class:`Settings` and pass its values down.
 
-Keys of ``[twinprov]`` read here (the SPARQL endpoint's own limits are read by the plugin):
+Keys of ``[twinprov]`` read into :class:`Settings` (the SPARQL endpoint's limits and the pod
+settings are read through :func:`setting` too, by ``twinprov_airflow.settings`` and
+``twinprov_dags.kube``):
 
 * ``ledger_url``: any SQLAlchemy URL (default: SQLite under ``TWINPROV_HOME``), e.g.
   ``postgresql+psycopg2://twinprov:…@postgres:5432/twinprov``.
@@ -29,7 +31,7 @@ Keys of ``[twinprov]`` read here (the SPARQL endpoint's own limits are read by t
 
 from __future__ import annotations
 
-__all__ = ["Settings", "airflow_home", "twinprov_home"]
+__all__ = ["Settings", "airflow_home", "setting", "twinprov_home"]
 
 import configparser
 import os
@@ -54,13 +56,20 @@ def _cfg_value(key: str) -> str | None:
     env = os.environ.get(f"AIRFLOW__TWINPROV__{key.upper()}")
     if env is not None:
         return env
-    cfg = airflow_home() / "airflow.cfg"
+    cfg = Path(os.environ.get("AIRFLOW_CONFIG") or airflow_home() / "airflow.cfg").expanduser()
     if cfg.is_file():
         parser = configparser.ConfigParser(interpolation=None)
         parser.read(cfg, encoding="utf-8")
         if parser.has_option("twinprov", key.lower()):
             return parser.get("twinprov", key.lower())
     return None
+
+
+def setting(key: str) -> str | None:
+    """One key of ``[twinprov]`` (environment > ``airflow.cfg``), stripped; ``None`` if unset
+    or empty. The one reader of twinprov's settings, for the core, the plugin and the DAGs."""
+    value = _cfg_value(key)
+    return value.strip() or None if value is not None else None
 
 
 @dataclass(frozen=True)

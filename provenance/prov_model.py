@@ -9,7 +9,7 @@ pure function of its arguments, so replaying events yields the same document.
 
 from __future__ import annotations
 
-__all__ = ["RunFacts", "StepTry", "build_document", "collapse_tries", "run_state"]
+__all__ = ["INTERRUPTED", "RunFacts", "StepTry", "build_document", "collapse_tries", "run_state"]
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +26,8 @@ from provenance.ids import VOCAB, Ids
 from provenance.ledger import TaskEvent
 
 _FINAL = ("success", "failed", "skipped", "up_for_retry", "upstream_failed")
+INTERRUPTED = "interrupted"
+"""State of a try that never reported an end although a later try of its task exists."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,23 @@ def collapse_tries(events: Iterable[TaskEvent]) -> list[StepTry]:
         if ev.state in _FINAL or not cur["final"]:
             cur["state"] = ev.state
             cur["final"] = cur["final"] or ev.state in _FINAL
+    latest: dict[tuple[str, int], int] = {}
+    for task_id, map_index, try_number in merged:
+        key = (task_id, map_index)
+        latest[key] = max(latest.get(key, 0), try_number)
     tries = []
     for (task_id, map_index, try_number), cur in merged.items():
         p = cur["payload"]
+        later = latest[(task_id, map_index)]
+        if not cur["final"] and later > try_number:
+            # it never reported an end, yet Airflow went on: its process was killed or lost
+            cur["state"] = INTERRUPTED
+            p = {
+                **p,
+                "error": p.get("error")
+                or f"the task process ended without reporting (killed or lost); Airflow went on "
+                f"to try {later}",
+            }
         tries.append(
             StepTry(
                 task_id=task_id,
@@ -108,7 +124,7 @@ def run_state(tries: Sequence[StepTry]) -> str:
     states = {t.state for t in last.values()}
     if not states:
         return "running"
-    if states & {"failed", "upstream_failed"}:
+    if states & {"failed", "upstream_failed", INTERRUPTED}:
         return "failed"
     if states <= {"success", "skipped"}:
         return "success"

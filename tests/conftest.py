@@ -31,3 +31,34 @@ def twinprov_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     home = tmp_path / "twinprov-home"
     monkeypatch.setenv("TWINPROV_HOME", str(home))
     yield home
+
+
+_HIDE_AIRFLOW = """
+import importlib.abc, sys
+
+class HideAirflow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "airflow" or name.startswith("airflow."):
+            raise ModuleNotFoundError(f"airflow is hidden ({name})")
+        return None
+
+sys.meta_path.insert(0, HideAirflow())
+"""
+_CHECK_NOT_IMPORTED = """
+assert "airflow" not in {m.split(".")[0] for m in sys.modules}, "airflow got imported"
+"""
+
+
+def run_without_airflow(code: str) -> str:
+    """Run ``code`` in a fresh Python where importing Airflow fails, then check that nothing
+    imported it; returns what the code printed (the test fails with its stderr otherwise)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    program = _HIDE_AIRFLOW + textwrap.dedent(code) + _CHECK_NOT_IMPORTED
+    proc = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout

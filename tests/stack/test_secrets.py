@@ -2,9 +2,9 @@
 into PostgreSQL), a variable marked sensitive (an HMAC key) and MLflow — one step even prints
 them in an error on its first try, where the task log must show them masked; steps declare them
 under ``secrets:`` and inherit nothing else of the scheduler's environment — and the Kubernetes
-form of the same workflow, whose pods take a Secret. The bytes of the ledger database, the graph store, every file twinprov wrote (PROV
-files, crates, STAC, run folders, spool) and the MLflow database and artifacts are searched for
-each planted value (and the stack's own passwords)."""
+form of the same workflow, whose pods take a Secret. The bytes of the ledger database, the graph
+store, every file twinprov wrote (PROV files, crates, STAC, run folders, spool) and the MLflow
+database and artifacts are searched for each planted value (and the stack's own passwords)."""
 
 from __future__ import annotations
 

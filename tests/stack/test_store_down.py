@@ -99,3 +99,38 @@ def test_automatic_catch_up_before_a_query(stack: Stack) -> None:
         f"\nstore down for 3 more runs; the first `twinprov query` caught up {len(answer)} run "
         f"graphs ({triples} triples) and answered from them"
     )
+
+
+def test_endpoint_catches_up_the_sparql_server(stack: Stack) -> None:
+    """The API server's SPARQL endpoint, forwarding to the Oxigraph server, first loads what
+    was published while that server was away (as the embedded store's owner does)."""
+    import httpx
+
+    stack.stop_oxigraph()
+    try:
+        run_ids = [stack.trigger(DAG, {"seed": 950 + i}) for i in range(2)]
+        states = stack.wait_runs(DAG, run_ids, timeout=300)
+    finally:
+        stack.start_oxigraph()
+    assert set(states.values()) == {"success"}, states
+    assert sorted(_pending(stack, run_ids)) == sorted(run_ids)
+    graphs = [checks.graph_iri(DAG, r) for r in run_ids]
+    query = "SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }"
+    resp = httpx.post(
+        f"{stack.api}/twinprov/sparql",
+        data={"query": query},
+        headers={
+            "Authorization": f"Bearer {stack.token()}",
+            "Accept": "application/sparql-results+json",
+        },
+        timeout=120,
+    )
+    assert resp.status_code == 200, resp.text
+    answered = {b["g"]["value"] for b in resp.json()["results"]["bindings"]}
+    assert set(graphs) <= answered
+    assert _pending(stack, run_ids) == []
+    triples = _assert_store_matches_ledger(stack, run_ids)
+    print(
+        f"\nstore down for 2 more runs; the API server's /twinprov/sparql caught up "
+        f"{len(graphs)} run graphs ({triples} triples) before forwarding the query"
+    )
