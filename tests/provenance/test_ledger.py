@@ -176,3 +176,21 @@ def test_event_of_a_process_killed_while_writing_is_recovered(tmp_path: Path) ->
         == ev.payload["manifest"]["outputs"][0]["sha256"]
     )
     assert ledger.run("dag", "r1").info == {"p": 1}
+
+
+def test_a_try_that_never_reported_an_end_is_interrupted() -> None:
+    """A try with only its ``running`` event, followed by a later try of the same task (its
+    process was killed): recorded as ``interrupted`` with the reason, never left running."""
+    from provenance.prov_model import INTERRUPTED, collapse_tries
+
+    first, second = _events("r7", 1)
+    retry = [
+        TaskEvent("dag", "r7", "t0", -1, 2, "running", {"start_date": "2026-01-01T00:05:00+00:00"}),
+        TaskEvent("dag", "r7", "t0", -1, 2, "success", dict(second.payload)),
+    ]
+    tries = {t.try_number: t for t in collapse_tries([first, *retry])}
+    assert tries[1].state == INTERRUPTED and "Airflow went on to try 2" in (tries[1].error or "")
+    assert tries[2].state == "success"
+    # the last try still running is just running
+    (only,) = collapse_tries([first])
+    assert only.state == "running" and only.error is None
