@@ -8,7 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +19,47 @@ from prov.model import ProvDocument
 TP = [sys.executable, "-m", "provenance.cli"]
 
 
-def _tp(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TWINPROV_HOME=str(home))
-    env.pop("TWINPROV_WORKFLOWS_DIR", None)
-    proc = subprocess.run([*TP, *args], capture_output=True, text=True, env=env, check=False)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+@dataclass(frozen=True)
+class Deployment:
+    """Where the demo ran and how to reach it: the embedded default here (``TWINPROV_HOME``
+    only), or the native production stack (tests/stack/test_e2e_on_stack.py runs these same
+    tests there: PostgreSQL ledger, Oxigraph server, MLflow server, Airflow's scheduler)."""
+
+    home: Path
+    env: Mapping[str, str]
+    mlflow_uri: str
+
+    @classmethod
+    def embedded(cls, home: Path) -> Deployment:
+        env = dict(os.environ, TWINPROV_HOME=str(home))
+        env.pop("TWINPROV_WORKFLOWS_DIR", None)
+        return cls(home=home, env=env, mlflow_uri=f"sqlite:///{home / 'mlflow.db'}")
+
+    def tp(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The ``twinprov`` command line against this deployment."""
+        proc = subprocess.run(
+            [*TP, *args], capture_output=True, text=True, env=dict(self.env), check=False
+        )
+        if check:
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    def query(self, sparql: str) -> dict[str, Any]:
+        return dict(json.loads(self.tp("query", sparql, "--format", "json").stdout))
+
+
+Demo = tuple[Deployment, dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> Iterator[tuple[Path, dict]]:
-    home = tmp_path_factory.mktemp("demo-home")
-    proc = _tp(home, "run", "drought_early_warning", "--json")
-    yield home, json.loads(proc.stdout)
+def demo(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> Iterator[Demo]:
+    dep = Deployment.embedded(tmp_path_factory.mktemp("demo-home"))
+    proc = dep.tp("run", "drought_early_warning", "--json")
+    yield dep, json.loads(proc.stdout)
 
 
-def _query(home: Path, sparql: str) -> dict[str, Any]:
-    return json.loads(_tp(home, "query", sparql, "--format", "json").stdout)
-
-
-def test_run_succeeds_and_outputs_match_disk(demo: tuple[Path, dict]) -> None:
-    home, summary = demo
+def test_run_succeeds_and_outputs_match_disk(demo: Demo) -> None:
+    dep, summary = demo
     assert summary["state"] == "success"
     order = [s["task_id"] for s in summary["steps"]]
     assert order[:2] == ["generate_precipitation", "compute_spi"]
@@ -48,14 +68,13 @@ def test_run_succeeds_and_outputs_match_disk(demo: tuple[Path, dict]) -> None:
     assert len(outputs) == 5
     for o in outputs:
         data = Path(o["path"]).read_bytes()
-        assert Path(o["path"]).is_absolute() and str(home) in o["path"]
+        assert Path(o["path"]).is_absolute() and str(dep.home) in o["path"]
         assert hashlib.sha256(data).hexdigest() == o["sha256"] and len(data) == o["size"]
 
 
-def test_one_activity_per_task_try(demo: tuple[Path, dict]) -> None:
-    home, summary = demo
-    res = _query(
-        home,
+def test_one_activity_per_task_try(demo: Demo) -> None:
+    dep, summary = demo
+    res = dep.query(
         f"""
         PREFIX tp: <urn:twinprov:vocab#>
         SELECT ?task ?try WHERE {{ GRAPH <{summary["graph"]}> {{
@@ -67,11 +86,10 @@ def test_one_activity_per_task_try(demo: tuple[Path, dict]) -> None:
     assert len(got) == 4 + 4  # four steps and four checked outputs, one try each
 
 
-def test_sparql_which_runs_used_an_entity(demo: tuple[Path, dict]) -> None:
-    home, summary = demo
+def test_sparql_which_runs_used_an_entity(demo: Demo) -> None:
+    dep, summary = demo
     spi = next(o for s in summary["steps"] for o in s["outputs"] if o["name"] == "spi")
-    res = _query(
-        home,
+    res = dep.query(
         f"""
         PREFIX prov: <http://www.w3.org/ns/prov#>
         PREFIX tp: <urn:twinprov:vocab#>
@@ -86,8 +104,8 @@ def test_sparql_which_runs_used_an_entity(demo: tuple[Path, dict]) -> None:
     assert res["head"]["vars"] == ["run", "step"]  # SPARQL 1.1 Query Results JSON
 
 
-def test_provenance_records_who_params_and_environment(demo: tuple[Path, dict]) -> None:
-    home, summary = demo
+def test_provenance_records_who_params_and_environment(demo: Demo) -> None:
+    dep, summary = demo
     doc = ProvDocument.deserialize(source=summary["prov"]["prov.json"], format="json")
     provn = doc.get_provn()
     assert "prov:type='prov:Person'" in provn
@@ -98,42 +116,43 @@ def test_provenance_records_who_params_and_environment(demo: tuple[Path, dict]) 
     }
 
 
-def test_runs_show_export_shapes(demo: tuple[Path, dict]) -> None:
-    home, summary = demo
-    runs = json.loads(_tp(home, "runs", "--json").stdout)
+def test_runs_show_export_shapes(demo: Demo) -> None:
+    dep, summary = demo
+    runs = json.loads(dep.tp("runs", "--json").stdout)
+    runs = [r for r in runs if r["dag_id"] == "drought_early_warning"]
     assert [{k: r[k] for k in ("dag_id", "run_id", "state")} for r in runs] == [
         {"dag_id": "drought_early_warning", "run_id": summary["run_id"], "state": "success"}
     ]
-    shown = json.loads(_tp(home, "show", summary["run_id"], "--json").stdout)
+    shown = json.loads(dep.tp("show", summary["run_id"], "--json").stdout)
     for key in ("validations", "crate", "stac_items", "mlflow_runs", "verdict"):
         assert key in shown
     step = shown["steps"][0]
     for key in ("task_id", "state", "try_number", "target", "image", "image_digest", "outputs"):
         assert key in step
     assert step["target"] == "local" and step["image"] == "python:3.11-slim"
-    turtle = _tp(home, "export", summary["run_id"], "--format", "turtle").stdout
+    turtle = dep.tp("export", summary["run_id"], "--format", "turtle").stdout
     assert "prov:wasGeneratedBy" in turtle
-    provn = _tp(home, "export", "latest", "--format", "provn").stdout
+    provn = dep.tp("export", "latest", "--format", "provn").stdout
     assert provn.startswith("document")
     assert ProvDocument.deserialize(
-        content=_tp(home, "export", "latest", "--format", "provjson").stdout, format="json"
+        content=dep.tp("export", summary["run_id"], "--format", "provjson").stdout, format="json"
     ) == ProvDocument.deserialize(source=summary["prov"]["prov.json"], format="json")
 
 
-def test_bad_input_gets_one_clear_line(demo: tuple[Path, dict]) -> None:
-    home, _ = demo
-    proc = _tp(home, "run", "drought_early_warning", "-p", "fault=oops", check=False)
+def test_bad_input_gets_one_clear_line(demo: Demo) -> None:
+    dep, _ = demo
+    proc = dep.tp("run", "drought_early_warning", "-p", "fault=oops", check=False)
     assert proc.returncode == 2
     assert "fault=oops: must be one of none, nan, nondeterministic" in proc.stderr
-    proc = _tp(home, "run", "drought_early_warning", "-p", "seed=abc", check=False)
+    proc = dep.tp("run", "drought_early_warning", "-p", "seed=abc", check=False)
     assert proc.returncode == 2 and "not a valid integer" in proc.stderr
-    proc = _tp(home, "show", "no-such-run", check=False)
+    proc = dep.tp("show", "no-such-run", check=False)
     assert proc.returncode == 2 and "no recorded run 'no-such-run'" in proc.stderr
-    proc = _tp(home, "query", "SELEC nothing", check=False)
+    proc = dep.tp("query", "SELEC nothing", check=False)
     assert proc.returncode == 2 and "malformed SPARQL" in proc.stderr
 
 
-def test_every_twinprov_term_is_in_the_vocabulary(demo: tuple[Path, dict]) -> None:
+def test_every_twinprov_term_is_in_the_vocabulary(demo: Demo) -> None:
     import rdflib
 
     from tests.conftest import REPO
@@ -146,30 +165,30 @@ def test_every_twinprov_term_is_in_the_vocabulary(demo: tuple[Path, dict]) -> No
     assert used and used <= defined, sorted(used - defined)
 
 
-def test_demo_lineage_query_answers(demo: tuple[Path, dict]) -> None:
+def test_demo_lineage_query_answers(demo: Demo) -> None:
     from provenance.cli import LINEAGE_QUERY
 
-    home, summary = demo
-    res = _query(home, LINEAGE_QUERY % {"graph": summary["graph"]})
+    dep, summary = demo
+    res = dep.query(LINEAGE_QUERY % {"graph": summary["graph"]})
     rows = {(b["step"]["value"], b["output"]["value"]) for b in res["results"]["bindings"]}
     assert ("compute_spi", "spi") in rows and ("classify_hazard", "hazard_map") in rows
 
 
-def test_mlflow_run_found_recorded_and_tagged_back(demo: tuple[Path, dict]) -> None:
-    """The forecast step's MLflow run (real MLflow, SQLite store under TWINPROV_HOME)."""
+def test_mlflow_run_found_recorded_and_tagged_back(demo: Demo) -> None:
+    """The forecast step's MLflow run (real MLflow: a SQLite store under TWINPROV_HOME, or the
+    stack's tracking server)."""
     from mlflow import MlflowClient
 
-    home, summary = demo
+    dep, summary = demo
     (m,) = summary["mlflow_runs"]
     assert m["task_id"] == "forecast_spi" and m["try_number"] == 1
     assert {"rmse", "r2", "persistence_rmse"} <= set(m["metrics"])
     assert m["models"] and m["models"][0]["uri"].startswith("models:/")
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=dep.mlflow_uri)
     tags = client.get_run(m["run_id"]).data.tags
     assert tags["twinprov.run_iri"] == summary["graph"] == tags["twinprov.prov_run"]
     assert tags["twinprov.task_id"] == "forecast_spi"
-    res = _query(
-        home,
+    res = dep.query(
         f"""
         PREFIX prov: <http://www.w3.org/ns/prov#>
         PREFIX tp: <urn:twinprov:vocab#>
@@ -184,12 +203,12 @@ def test_mlflow_run_found_recorded_and_tagged_back(demo: tuple[Path, dict]) -> N
     assert abs(float(row["rmse"]["value"]) - m["metrics"]["rmse"]) < 1e-9
 
 
-def test_stac_items_validate_and_link_lineage(demo: tuple[Path, dict]) -> None:
+def test_stac_items_validate_and_link_lineage(demo: Demo) -> None:
     """STAC Items of the gridded outputs, validated against pystac's bundled core schemas."""
     import pystac
     from pystac.validation import RegisteredValidator
 
-    home, summary = demo
+    dep, summary = demo
     assert len(summary["stac_items"]) == 3  # precipitation, spi, hazard map (not the CSV/JSON)
     validator = RegisteredValidator.get_validator()
     by_name = {}
@@ -210,11 +229,11 @@ def test_stac_items_validate_and_link_lineage(demo: tuple[Path, dict]) -> None:
         assert 5 <= item.bbox[0] < item.bbox[2] <= 17  # the Alps
     derived = {link.get_href() for link in by_name["hazard_map"].get_links("derived_from")}
     assert any("__spi" in h for h in derived) and any("__precipitation" in h for h in derived)
-    catalog = pystac.Catalog.from_file(str(home / "stac" / "catalog.json"))
+    catalog = pystac.Catalog.from_file(str(dep.home / "stac" / "catalog.json"))
     assert catalog.get_child("drought_early_warning") is not None
 
 
-def test_clean_demo_passes_every_validation(demo: tuple[Path, dict]) -> None:
+def test_clean_demo_passes_every_validation(demo: Demo) -> None:
     _, summary = demo
     checked = {v["output"]: v for v in summary["validations"]}
     assert set(checked) == {"precipitation", "spi", "hazard_map", "summary"}
@@ -225,11 +244,11 @@ def test_clean_demo_passes_every_validation(demo: tuple[Path, dict]) -> None:
     assert Path(summary["validation_report"]).is_file()
 
 
-def test_demo_crate_conforms_to_provenance_run_crate(demo: tuple[Path, dict]) -> None:
+def test_demo_crate_conforms_to_provenance_run_crate(demo: Demo) -> None:
     """rocrate-validator, offline, profile provenance-run-crate-0.5: zero REQUIRED issues."""
     from ro_crates.conformance import check_conformance
 
-    home, summary = demo
+    dep, summary = demo
     crate = Path(summary["crate"])
     assert (crate / "ro-crate-metadata.json").is_file()
     assert (crate / "ro-crate-preview.html").is_file()
@@ -244,11 +263,11 @@ def test_demo_crate_conforms_to_provenance_run_crate(demo: tuple[Path, dict]) ->
     assert any("prov.ttl" in i for i in ids) and any("prov.json" in i for i in ids)
 
 
-def test_crate_command_zips_the_crate(demo: tuple[Path, dict]) -> None:
+def test_crate_command_zips_the_crate(demo: Demo) -> None:
     import zipfile
 
-    home, summary = demo
-    path = Path(_tp(home, "crate", summary["run_id"], "--zip").stdout.strip())
+    dep, summary = demo
+    path = Path(dep.tp("crate", summary["run_id"], "--zip").stdout.strip())
     with zipfile.ZipFile(path) as z:
         assert "ro-crate-metadata.json" in z.namelist()
         assert any(n.startswith("prov/") for n in z.namelist())

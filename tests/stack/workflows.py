@@ -7,7 +7,10 @@ another can be seen.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+from tests.conftest import REPO
 
 STEP_PY = '''"""Stack test step: writes an output unique to (seed, step) after an optional delay."""
 import sys
@@ -174,3 +177,7 @@ def write_workflows(folder: Path) -> None:
     }
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
+    # the demo, as shipped (tests/stack/test_e2e_on_stack.py runs the e2e suite on it)
+    demo = REPO / "dags" / "workflows"
+    shutil.copy2(demo / "drought_early_warning.yaml", folder / "drought_early_warning.yaml")
+    shutil.copytree(demo / "drought", folder / "drought", dirs_exist_ok=True)
