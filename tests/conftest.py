@@ -8,6 +8,7 @@ and run folders), read afresh by twinprov at every call.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,10 +50,9 @@ assert "airflow" not in {m.split(".")[0] for m in sys.modules}, "airflow got imp
 """
 
 
-def run_without_airflow(code: str) -> str:
+def run_without_airflow(code: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh Python where importing Airflow fails, then check that nothing
-    imported it; returns what the code printed (the test fails with its stderr otherwise)."""
-    import subprocess
+    imported it; the finished process (the test fails with its stderr if it failed)."""
     import sys
     import textwrap
 
@@ -61,4 +61,4 @@ def run_without_airflow(code: str) -> str:
         [sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return proc

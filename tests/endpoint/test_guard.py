@@ -252,4 +252,4 @@ def test_core_and_store_owner_import_without_airflow() -> None:
         print("ok", r.body)
         """
     )
-    assert out.startswith("ok")
+    assert out.stdout.startswith("ok")

@@ -21,4 +21,4 @@ def test_core_imports_without_airflow() -> None:
         print("ok", len(doc.get_records()))
         """
     )
-    assert out.startswith("ok")
+    assert out.stdout.startswith("ok")

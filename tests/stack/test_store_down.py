@@ -38,14 +38,22 @@ def _assert_store_matches_ledger(stack: Stack, run_ids: list[str]) -> int:
     return total
 
 
-def test_store_down_for_20_runs_then_caught_up(stack: Stack) -> None:
+def _runs_while_store_down(stack: Stack, seeds: range) -> list[str]:
+    """Runs (one per seed) made while the Oxigraph server is stopped; all succeeded and are
+    pending for the store."""
     stack.stop_oxigraph()
     try:
-        run_ids = [stack.trigger(DAG, {"seed": 100 + i}) for i in range(RUNS)]
+        run_ids = [stack.trigger(DAG, {"seed": seed}) for seed in seeds]
         states = stack.wait_runs(DAG, run_ids, timeout=600)
     finally:
         stack.start_oxigraph()
     assert set(states.values()) == {"success"}, states
+    assert sorted(_pending(stack, run_ids)) == sorted(run_ids)
+    return run_ids
+
+
+def test_store_down_for_20_runs_then_caught_up(stack: Stack) -> None:
+    run_ids = _runs_while_store_down(stack, range(100, 100 + RUNS))
     # every run is in the ledger, published to files, and pending for the store
     events = {rid: checks.events(stack, DAG, rid) for rid in run_ids}
     assert all(len(ev) == 6 for ev in events.values()), {r: len(e) for r, e in events.items()}
@@ -72,14 +80,7 @@ def test_store_down_for_20_runs_then_caught_up(stack: Stack) -> None:
 
 
 def test_automatic_catch_up_before_a_query(stack: Stack) -> None:
-    stack.stop_oxigraph()
-    try:
-        run_ids = [stack.trigger(DAG, {"seed": 900 + i}) for i in range(3)]
-        states = stack.wait_runs(DAG, run_ids, timeout=300)
-    finally:
-        stack.start_oxigraph()
-    assert set(states.values()) == {"success"}, states
-    assert sorted(_pending(stack, run_ids)) == sorted(run_ids)
+    run_ids = _runs_while_store_down(stack, range(900, 903))
     graphs = [checks.graph_iri(DAG, r) for r in run_ids]
     values = " ".join(f"<{g}>" for g in graphs)
     query = (
@@ -106,14 +107,7 @@ def test_endpoint_catches_up_the_sparql_server(stack: Stack) -> None:
     was published while that server was away (as the embedded store's owner does)."""
     import httpx
 
-    stack.stop_oxigraph()
-    try:
-        run_ids = [stack.trigger(DAG, {"seed": 950 + i}) for i in range(2)]
-        states = stack.wait_runs(DAG, run_ids, timeout=300)
-    finally:
-        stack.start_oxigraph()
-    assert set(states.values()) == {"success"}, states
-    assert sorted(_pending(stack, run_ids)) == sorted(run_ids)
+    run_ids = _runs_while_store_down(stack, range(950, 952))
     graphs = [checks.graph_iri(DAG, r) for r in run_ids]
     query = "SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }"
     resp = httpx.post(
