@@ -327,10 +327,15 @@ class Ledger:
     # -- the spool: events the database could not take at the time -------------------------
 
     def ingest_spool(self, spool_dir: Path) -> int:
-        """Move spooled events into the ledger; returns how many were new."""
+        """Move spooled events into the ledger; returns how many were new.
+
+        A run that gains events this way is marked unpublished (``published_digest`` cleared):
+        if it had been published already, its PROV lacks them, and ``twinprov publish
+        --pending`` publishes it again."""
         added = 0
         if not spool_dir.is_dir():
             return 0
+        stale: set[tuple[str, str]] = set()
         for f in sorted(spool_dir.glob("*.jsonl")):
             try:
                 records = list(_read_jsonl(f))
@@ -338,9 +343,33 @@ class Ledger:
                 continue
             for rec in records:
                 ev = TaskEvent(**rec["event"])
-                added += self.append(ev, rec.get("run_info"))
+                if self.append(ev, rec.get("run_info")):
+                    added += 1
+                    stale.add((ev.dag_id, ev.run_id))
             f.unlink(missing_ok=True)
+        for dag_id, run_id in sorted(stale):
+            self.update_run(dag_id, run_id, published_digest=None)
         return added
+
+    def mark_stored(self, stored: list[tuple[str, str, str]]) -> None:
+        """Set ``stored_digest`` of many runs, ``(dag_id, run_id, digest)``, in one
+        transaction (what a catch-up loaded into the graph store)."""
+        from sqlalchemy import bindparam
+
+        params = [{"b_dag": d, "b_run": r, "b_digest": g} for d, r, g in stored]
+        if not params:
+            return
+        stmt = (
+            update(runs)
+            .where(runs.c.dag_id == bindparam("b_dag"), runs.c.run_id == bindparam("b_run"))
+            .values(stored_digest=bindparam("b_digest"))
+        )
+
+        def work() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(stmt, params)
+
+        self._schema_retry(work, "write")
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

@@ -194,3 +194,20 @@ def test_a_try_that_never_reported_an_end_is_interrupted() -> None:
     # the last try still running is just running
     (only,) = collapse_tries([first])
     assert only.state == "running" and only.error is None
+
+
+def test_events_ingested_after_publication_mark_the_run_unpublished(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}")
+    spool = tmp_path / "spool"
+    running, success = _events("r8", 1)
+    ledger.append(running, {})
+    ledger.update_run("dag", "r8", published_digest="d1", stored_digest="d1")
+    # the success event was spooled (its writer could not reach the database) …
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the database's folder should be")
+    bad_url = f"sqlite:///{blocker / 'x.sqlite'}"
+    assert record_event(bad_url, spool, success, {}, attempts=1) == "spool"
+    ledger.append(running, {})  # … a replay of a stored event changes nothing
+    assert ledger.run("dag", "r8").published_digest == "d1"
+    assert ledger.ingest_spool(spool) == 1
+    assert ledger.run("dag", "r8").published_digest is None  # publish --pending redoes it
