@@ -24,6 +24,11 @@ DISABLE_ENV = "TWINPROV_CAPTURE"  # set to "off" to switch capture off (used by 
 _timings: list[float] = []
 
 
+def _settings() -> Settings:
+    """The settings (``airflow.cfg`` is parsed once per version of the file)."""
+    return Settings.load()
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else (str(value) if value else None)
 
@@ -34,7 +39,7 @@ def _airflow_version() -> str:
     return __version__
 
 
-def _run_info(ti: Any, task: Any) -> dict[str, Any]:
+def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
     info: dict[str, Any] = {"airflow_version": _airflow_version()}
     ctx = getattr(ti, "_ti_context_from_server", None)
     dr = getattr(ctx, "dag_run", None)
@@ -54,12 +59,15 @@ def _run_info(ti: Any, task: Any) -> dict[str, Any]:
     except Exception as e:  # the context is a convenience, never a reason to lose the event
         info["params_error"] = str(e)
     else:
-        try:  # a rerun uses the original's values: record those
-            from provenance.rerun import effective_params
+        from provenance.spec import RERUN_PARAM
 
-            info["params"] = effective_params(Settings.load(), ti.dag_id, info["params"])
-        except Exception as e:
-            info["params_error"] = f"rerun_of: {e}"
+        if info["params"].get(RERUN_PARAM):
+            try:  # a rerun uses the original's values: record those
+                from provenance.rerun import effective_params
+
+                info["params"] = effective_params(settings, ti.dag_id, info["params"])
+            except Exception as e:
+                info["params_error"] = f"rerun_of: {e}"
     spec_path = getattr(task, "spec_path", None)
     if spec_path:
         from provenance.spec import load_spec, spec_digest
@@ -70,13 +78,13 @@ def _run_info(ti: Any, task: Any) -> dict[str, Any]:
     return info
 
 
-def _snapshot_spec(ti: Any, run_info: dict[str, Any]) -> None:
+def _snapshot_spec(ti: Any, run_info: dict[str, Any], settings: Settings) -> None:
     """Keep the exact spec bytes the run started from (the spec file may be edited later)."""
     from provenance.workspace import snapshot_spec
 
     if run_info.get("spec_path"):
         snapshot_spec(
-            Settings.load().runs_dir,
+            settings.runs_dir,
             ti.dag_id,
             ti.run_id,
             run_info["spec_path"],
@@ -84,7 +92,9 @@ def _snapshot_spec(ti: Any, run_info: dict[str, Any]) -> None:
         )
 
 
-def _event(ti: Any, state: str, error: Any = None) -> tuple[TaskEvent, dict[str, Any]] | None:
+def _event(
+    ti: Any, state: str, settings: Settings, error: Any = None
+) -> tuple[TaskEvent, dict[str, Any]] | None:
     task = getattr(ti, "task", None)
     role = getattr(task, "twinprov_role", None)
     if role is None:
@@ -110,7 +120,7 @@ def _event(ti: Any, state: str, error: Any = None) -> tuple[TaskEvent, dict[str,
         if state != "running":
             # facts learnt while running: pod, image digest, HPC job, validation verdict…
             payload.update(getattr(task, "twinprov_facts", None) or {})
-        run_info = _run_info(ti, task)
+        run_info = _run_info(ti, task, settings)
     except Exception as e:
         payload["capture_error"] = f"{type(e).__name__}: {e}"
         run_info = {}
@@ -139,10 +149,12 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
         return
     t0 = time.perf_counter()
     try:
-        built = _event(ti, state, error)
+        if getattr(getattr(ti, "task", None), "twinprov_role", None) is None:
+            return  # not a twinprov workflow
+        settings = _settings()
+        built = _event(ti, state, settings, error)
         if built is None:
             return
-        settings = Settings.load()
         ev, run_info = built
         if run_info.get("spec_path"):
             from provenance.workspace import spec_snapshot_path
@@ -152,7 +164,7 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
             )
         record_event(settings.ledger_url, settings.spool_dir, ev, run_info)
         if state == "running":
-            _snapshot_spec(ti, run_info)
+            _snapshot_spec(ti, run_info, settings)
     except Exception:
         log.warning(
             "twinprov: could not capture %s of %s",
@@ -177,3 +189,54 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
 @hookimpl
 def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any = None) -> None:
     _capture(task_instance, "failed", error)
+
+
+# Modules the capture and the publish task need, imported when the plugin is loaded. Airflow
+# loads plugins in the scheduler before its LocalExecutor forks the workers, and every task
+# process is a fork of a worker: imported here, they are imported once per scheduler instead of
+# once per task (import time is CPU that the task processes of a busy host compete for).
+_PRELOAD_COMMON = (  # twinprov's own core: every task of a twinprov DAG imports it (operators)
+    "provenance.environment",
+    "provenance.publish",
+    "provenance.rerun",
+    "provenance.spec",
+    "provenance.workspace",
+)
+_PRELOAD_CAPTURE = (  # only the capture and the publication use these
+    "prov.serializers.provjson",
+    "prov.serializers.provrdf",
+    "rdflib.plugins.serializers.turtle",
+    "provenance.remote_store",
+    "ro_crates.assemble",
+    "ro_crates.crate",
+    "ro_crates.stac",
+)
+
+
+_NO_TASKS_HERE = ("api-server", "api_server", "dag-processor", "triggerer", "webserver")
+"""Airflow components that load plugins but never run task processes: nothing to preload."""
+
+
+def _preload() -> None:
+    import importlib
+    import sys
+
+    if any(arg in _NO_TASKS_HERE for arg in sys.argv[1:3]):
+        return
+    capture = os.environ.get(DISABLE_ENV, "").lower() != "off"
+    for name in _PRELOAD_COMMON + (_PRELOAD_CAPTURE if capture else ()):
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # a missing extra only costs the import later, where it fails
+            log.debug("twinprov: preloading %s failed: %s", name, e)
+    if capture:
+        try:  # computed (or read from their cache) once; task processes inherit them
+            from provenance.environment import python_environment
+
+            _settings()
+            python_environment()
+        except Exception as e:
+            log.debug("twinprov: settings or python environment not read: %s", e)
+
+
+_preload()

@@ -52,17 +52,33 @@ def airflow_home() -> Path:
     return Path(env).expanduser().resolve() if env else twinprov_home() / "airflow"
 
 
+def _cfg_file() -> dict[str, str]:
+    """``[twinprov]`` of ``airflow.cfg`` (``AIRFLOW_CONFIG``, else ``AIRFLOW_HOME/airflow.cfg``),
+    parsed once per file version (its path, size and modification time)."""
+    cfg = Path(os.environ.get("AIRFLOW_CONFIG") or airflow_home() / "airflow.cfg").expanduser()
+    try:
+        st = cfg.stat()
+    except OSError:
+        return {}
+    key = (str(cfg), st.st_size, st.st_mtime_ns)
+    cached = _cfg_cache.get("file")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(cfg, encoding="utf-8")
+    section = dict(parser.items("twinprov")) if parser.has_section("twinprov") else {}
+    _cfg_cache["file"] = (key, section)
+    return section
+
+
+_cfg_cache: dict[str, tuple[tuple[str, int, int], dict[str, str]]] = {}
+
+
 def _cfg_value(key: str) -> str | None:
     env = os.environ.get(f"AIRFLOW__TWINPROV__{key.upper()}")
     if env is not None:
         return env
-    cfg = Path(os.environ.get("AIRFLOW_CONFIG") or airflow_home() / "airflow.cfg").expanduser()
-    if cfg.is_file():
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read(cfg, encoding="utf-8")
-        if parser.has_option("twinprov", key.lower()):
-            return parser.get("twinprov", key.lower())
-    return None
+    return _cfg_file().get(key.lower())
 
 
 def setting(key: str) -> str | None:

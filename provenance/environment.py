@@ -1,20 +1,35 @@
-"""The local execution environment, recorded where a container image digest would be."""
+"""The local execution environment, recorded where a container image digest would be.
+
+Listing the installed distributions reads every ``METADATA`` file (about 0.1 s for a few hundred
+packages), which every task process of a step would pay. The result is kept in memory and in a
+small cache file, both keyed by the interpreter and by the names of the distribution folders on
+``sys.path``: installing, upgrading or removing a distribution adds, renames or removes a
+``NAME-VERSION.dist-info`` folder, so a changed environment is listed anew.
+"""
 
 from __future__ import annotations
 
 __all__ = ["python_environment"]
 
+import contextlib
 import hashlib
+import json
+import os
 import platform
 import sys
-from functools import lru_cache
+import tempfile
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+CACHE_ENV = "TWINPROV_ENV_CACHE_DIR"
+"""Folder of the cache file (default: ``$XDG_CACHE_HOME/twinprov`` or ``~/.cache/twinprov``)."""
 
-@lru_cache(maxsize=1)
-def python_environment() -> dict[str, Any]:
-    """Interpreter and installed packages, with a digest of the sorted ``name==version`` list."""
+_DIST_SUFFIXES = (".dist-info", ".egg-info")
+_memo: dict[str, dict[str, Any]] = {}
+
+
+def _listing() -> dict[str, Any]:
     pkgs = sorted(
         {f"{(d.metadata['Name'] or '').lower()}=={d.version}" for d in metadata.distributions()}
     )
@@ -28,3 +43,77 @@ def python_environment() -> dict[str, Any]:
         "package_count": len(pkgs),
         "platform": platform.platform(),
     }
+
+
+def _key() -> str:
+    """What the listing depends on: the interpreter, the system and the distribution folders
+    (``*.dist-info``, ``*.egg-info``, whose names carry the version) in every ``sys.path``
+    entry. ``platform.platform()`` is not part of it: it scans the interpreter binary (10 ms)."""
+    h = hashlib.sha256()
+    for part in (sys.executable, platform.python_version(), " ".join(os.uname())):
+        h.update(part.encode() + b"\0")
+    for entry in sys.path:
+        h.update(b"\1" + os.fsencode(entry))
+        try:
+            with os.scandir(entry or ".") as it:
+                names = sorted(e.name for e in it if e.name.endswith(_DIST_SUFFIXES))
+        except NotADirectoryError:  # a zip or egg file
+            try:
+                names = [str(os.stat(entry).st_mtime_ns)]
+            except OSError:
+                names = []
+        except OSError:
+            names = []
+        for name in names:
+            h.update(b"\0" + name.encode(errors="surrogateescape"))
+    return h.hexdigest()
+
+
+def _cache_file() -> Path:
+    folder = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "twinprov",
+    )
+    # one file per interpreter, replaced when its environment changes
+    name = hashlib.sha256(sys.executable.encode()).hexdigest()[:16]
+    return Path(folder) / f"python-environment-{name}.json"
+
+
+def _read_cache(path: Path, key: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key:
+        return None
+    env = data.get("environment")
+    return env if isinstance(env, dict) else None
+
+
+def _write_cache(path: Path, key: str, env: dict[str, Any]) -> None:
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".env-", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"key": key, "environment": env}, fh, sort_keys=True)
+        os.replace(tmp, path)  # readers see the old file or the whole new one
+    except OSError:  # only a cache: the next process lists the distributions again
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def python_environment() -> dict[str, Any]:
+    """Interpreter and installed packages, with a digest of the sorted ``name==version`` list."""
+    key = _key()
+    env = _memo.get(key)
+    if env is None:
+        path = _cache_file()
+        env = _read_cache(path, key)
+        if env is None:
+            env = _listing()
+            _write_cache(path, key, env)
+        _memo.clear()
+        _memo[key] = env
+    return dict(env)

@@ -338,15 +338,21 @@ class Ledger:
         stale: set[tuple[str, str]] = set()
         for f in sorted(spool_dir.glob("*.jsonl")):
             try:
-                records = list(_read_jsonl(f))
+                fd = os.open(f, os.O_RDONLY)
             except FileNotFoundError:  # its writer reached the ledger and removed it meanwhile
                 continue
-            for rec in records:
-                ev = TaskEvent(**rec["event"])
-                if self.append(ev, rec.get("run_info")):
-                    added += 1
-                    stale.add((ev.dag_id, ev.run_id))
-            f.unlink(missing_ok=True)
+            try:
+                if not _lock(fd, blocking=False):
+                    continue  # its writer is still at work: the event is on its way
+                for rec in _read_jsonl(f):
+                    ev = TaskEvent(**rec["event"])
+                    if self.append(ev, rec.get("run_info")):
+                        added += 1
+                        if ev.payload.get("role") != "publish":  # not part of the PROV
+                            stale.add((ev.dag_id, ev.run_id))
+                f.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
         for dag_id, run_id in sorted(stale):
             self.update_run(dag_id, run_id, published_digest=None)
         return added
@@ -411,24 +417,48 @@ LEDGER_ATTEMPTS = 4
 _BACKOFF_S = (0.25, 0.75, 1.5)
 
 
-def _spool_write(spool_dir: Path, line: str) -> Path:
-    """Write one spool file atomically (a reader never sees half a line)."""
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{os.getpid()}-{uuid.uuid4().hex}"
-    tmp = spool_dir / f".{name}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-    path = spool_dir / f"{name}.jsonl"
-    os.replace(tmp, path)
-    return path
+class _SpoolLine:
+    """One event written ahead to the spool folder, locked (``flock``) by its writer until the
+    ledger has it: an ingestion skips a locked file, so an event still on its way is never
+    taken for a lost one. A killed writer's lock goes with it."""
+
+    def __init__(self, spool_dir: Path, line: str) -> None:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{os.getpid()}-{uuid.uuid4().hex}"
+        tmp = spool_dir / f".{name}.tmp"
+        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _lock(self.fd, blocking=True)
+            os.write(self.fd, (line + "\n").encode("utf-8"))
+            self.path = spool_dir / f"{name}.jsonl"
+            os.replace(tmp, self.path)  # whole, or not there: a reader never sees half a line
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def done(self) -> None:
+        """The ledger has the event: remove the line."""
+        self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+
+    def keep(self) -> None:
+        """The ledger could not take it: flush the line to disk and release it for ingestion."""
+        with contextlib.suppress(OSError):
+            os.fsync(self.fd)
+        os.close(self.fd)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _lock(fd: int, *, blocking: bool) -> bool:
+    """``flock`` ``fd`` exclusively; ``False`` if another holds it (non-blocking)."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock, ingestion relies on idempotence
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
 
 
 def record_event(
@@ -449,9 +479,9 @@ def record_event(
     Raises only if both the ledger and the spool folder are unwritable.
     """
     line = json.dumps({"event": asdict(ev), "run_info": dict(run_info)}, default=str)
-    spooled: Path | None
+    spooled: _SpoolLine | None
     try:
-        spooled = _spool_write(spool_dir, line)
+        spooled = _SpoolLine(spool_dir, line)
     except OSError as e:
         log.warning("twinprov: spool folder %s unwritable (%s)", spool_dir, e)
         spooled = None
@@ -465,11 +495,10 @@ def record_event(
                 time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
             continue
         if spooled is not None:
-            spooled.unlink(missing_ok=True)
+            spooled.done()
         return "ledger"
     if spooled is None:
         raise LedgerError(f"event lost: ledger and spool folder both unwritable ({error})")
-    log.warning("twinprov: ledger unavailable (%s); the event waits in %s", error, spooled)
-    with contextlib.suppress(OSError):
-        _fsync(spooled)
+    log.warning("twinprov: ledger unavailable (%s); the event waits in %s", error, spooled.path)
+    spooled.keep()
     return "spool"

@@ -211,3 +211,25 @@ def test_events_ingested_after_publication_mark_the_run_unpublished(tmp_path: Pa
     assert ledger.run("dag", "r8").published_digest == "d1"
     assert ledger.ingest_spool(spool) == 1
     assert ledger.run("dag", "r8").published_digest is None  # publish --pending redoes it
+
+
+def test_an_event_on_its_way_is_left_to_its_writer(tmp_path: Path) -> None:
+    """A spool line whose writer still holds it (its ledger write in progress) is not
+    ingested, so a finished run is not marked unpublished by an event that is merely late."""
+    import fcntl
+    import os
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}")
+    spool = tmp_path / "spool"
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    running, success = _events("r6", 1)
+    record_event(f"sqlite:///{blocker / 'x.sqlite'}", spool, success, {}, attempts=1)
+    (line,) = spool.glob("*.jsonl")
+    fd = os.open(line, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as its writer does while it talks to the ledger
+    try:
+        assert ledger.ingest_spool(spool) == 0 and line.exists()
+    finally:
+        os.close(fd)
+    assert ledger.ingest_spool(spool) == 1 and not line.exists()
