@@ -17,6 +17,7 @@ __all__ = [
 ]
 
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -67,15 +68,25 @@ def _step_events(events: list[TaskEvent]) -> list[TaskEvent]:
 
 
 def _serialize(doc: ProvDocument, fmt: str) -> str:
+    # the serializer classes themselves, as ``doc.serialize(format=…)`` would pick them: that
+    # registry first imports every serializer, PROV-N's lexer and parser included (50 ms)
+    buffer = io.StringIO()
     if fmt == "provjson":
-        return str(doc.serialize(format="json", indent=2))
-    if fmt == "provn":
+        from prov.serializers.provjson import ProvJSONSerializer
+
+        ProvJSONSerializer(doc).serialize(buffer, indent=2)
+    elif fmt == "provn":
         return doc.get_provn()
-    if fmt == "turtle":
-        return str(doc.serialize(format="rdf", rdf_format="turtle"))
-    if fmt == "jsonld":
-        return str(doc.serialize(format="rdf", rdf_format="json-ld"))
-    raise PublishError(f"unknown PROV format '{fmt}' (choose provjson, provn, turtle or jsonld)")
+    elif fmt in ("turtle", "jsonld"):
+        from prov.serializers.provrdf import ProvRDFSerializer
+
+        rdf_format = "turtle" if fmt == "turtle" else "json-ld"
+        ProvRDFSerializer(doc).serialize(buffer, rdf_format=rdf_format)
+    else:
+        raise PublishError(
+            f"unknown PROV format '{fmt}' (choose provjson, provn, turtle or jsonld)"
+        )
+    return buffer.getvalue()
 
 
 def _write_atomically(folder: Path, contents: dict[str, str]) -> dict[str, str]:
@@ -420,20 +431,88 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
     )
 
 
+CATCH_UP_BATCH_RUNS = 500
+"""Runs a catch-up sends to the graph store at once (then marks them stored in one transaction)."""
+CATCH_UP_BATCH_BYTES = 8 << 20
+"""…or fewer, once their Turtle reaches this size."""
+
+
 def catch_up(settings: Settings, store: EmbeddedStore) -> int:
-    """Load into an open store every published run it does not hold yet; returns how many."""
+    """Load into an open store (:class:`~provenance.store.GraphStore`) every published run it
+    does not hold yet; returns how many.
+
+    The runs go in batches (:data:`CATCH_UP_BATCH_RUNS`): the store replaces their graphs with
+    ``replace_graphs`` (a few requests per batch to a SPARQL server), then one ledger
+    transaction marks them stored. A replay of a batch (e.g. after a failure between the two)
+    replaces the same graphs again, never adds to them. A run whose Turtle file is gone is left
+    pending. A batch the store refuses raises :class:`~provenance.errors.StoreError`; the
+    batches before it stay stored, the rest stays pending.
+    """
     ledger = Ledger(settings.ledger_url)
+    replace = getattr(store, "replace_graphs", None)
     loaded = 0
-    for rec in ledger.runs():
-        if not rec.published_digest or rec.published_digest == rec.stored_digest:
+    batch: list[tuple[str, str, str, str, bytes]] = []  # dag, run, digest, graph, Turtle
+    size = 0
+
+    def flush() -> None:
+        nonlocal loaded, size
+        docs = [(graph, data) for _d, _r, _g, graph, data in batch]
+        if replace is not None:
+            replace(docs)
+        else:  # a store with one graph per call
+            for graph, data in docs:
+                store.replace_graph(graph, data)
+        ledger.mark_stored([(d, r, digest) for d, r, digest, _g, _t in batch])
+        loaded += len(batch)
+        batch.clear()
+        size = 0
+
+    for dag_id, run_id, digest, publication in _pending_runs(ledger):
+        graph, files = publication.get("graph"), publication.get("files")
+        ttl = files.get(PROV_FORMATS["turtle"]) if isinstance(files, dict) else None
+        if not isinstance(graph, str) or not graph or not isinstance(ttl, str) or not ttl:
             continue
-        ttl = Path(rec.publication.get("files", {}).get(PROV_FORMATS["turtle"], ""))
-        if not ttl.is_file():
+        try:
+            data = Path(ttl).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             continue
-        store.replace_graph(rec.publication["graph"], ttl.read_text(encoding="utf-8"))
-        ledger.update_run(rec.dag_id, rec.run_id, stored_digest=rec.published_digest)
-        loaded += 1
+        batch.append((dag_id, run_id, digest, graph, data))
+        size += len(data)
+        if len(batch) >= CATCH_UP_BATCH_RUNS or size >= CATCH_UP_BATCH_BYTES:
+            flush()
+    if batch:
+        flush()
     return loaded
+
+
+def _pending_runs(ledger: Ledger) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """``(dag_id, run_id, published_digest, publication)`` of every run published but not
+    stored, oldest first (only those rows are read and decoded)."""
+    import json
+
+    from sqlalchemy import or_, select
+
+    from provenance.ledger import runs
+
+    t = runs
+    stmt = (
+        select(t.c.dag_id, t.c.run_id, t.c.published_digest, t.c.publication)
+        .where(
+            t.c.published_digest.is_not(None),
+            t.c.published_digest != "",
+            or_(t.c.stored_digest.is_(None), t.c.stored_digest != t.c.published_digest),
+        )
+        .order_by(t.c.first_seen, t.c.run_id)
+    )
+    out = []
+    for row in ledger.select_rows(stmt):
+        try:
+            publication = json.loads(row.publication) if row.publication else {}
+        except ValueError:
+            continue
+        if isinstance(publication, dict):
+            out.append((row.dag_id, row.run_id, row.published_digest, publication))
+    return out
 
 
 def publish_pending(settings: Settings) -> list[Publication]:

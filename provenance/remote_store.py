@@ -7,6 +7,15 @@ HTTP:
   of its named graph. ``PUT`` *replaces* the graph, so a retry, a replay or a catch-up of the same
   run never duplicates a triple, and two writers of the same run leave one of the two complete
   versions, never a mix.
+* :meth:`SparqlStore.replace_graphs` (a catch-up of many runs) sends many graphs per request: to
+  an Oxigraph server, one SPARQL update that drops the graphs, then one ``POST`` of all their
+  triples as N-Quads (parsed and serialized here, checked before anything is sent) to Oxigraph's
+  bulk loader (``no_transaction``), in two concurrent parts (the server loads each on one core).
+  Dropping first keeps it idempotent: a replay never duplicates a triple. Two writers of the same
+  content (a publication and a catch-up of the same run) also leave exactly that content, since a
+  graph is a set of triples; a graph whose Turtle has blank nodes, which a second load would
+  copy, is sent with its own ``PUT`` instead. While a part loads, a query may see its graphs
+  missing or partial. Another server gets one ``PUT`` per graph.
 * :meth:`SparqlStore.query` posts the query to the SPARQL 1.1 Protocol endpoint, asking for SPARQL
   Query Results JSON (SELECT, ASK) or N-Triples (CONSTRUCT, DESCRIBE), and hands back the same
   pyoxigraph objects the embedded store returns (``QuerySolutions``, ``QueryBoolean``,
@@ -22,7 +31,8 @@ from __future__ import annotations
 
 __all__ = ["SparqlStore"]
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,8 +44,11 @@ from provenance.errors import QueryError, StoreError
 
 _RESULTS_JSON = "application/sparql-results+json"
 _NTRIPLES = "application/n-triples"
+_NQUADS = "application/n-quads"
 _ACCEPT = f"{_RESULTS_JSON}, {_NTRIPLES};q=0.9"
 _USER_AGENT = "twinprov"
+_MIN_BULK_PART = 32
+"""Graphs a bulk request carries at least, when :attr:`SparqlStore.parallel` > 1 splits them."""
 
 
 def safe_url(url: str) -> str:
@@ -67,9 +80,13 @@ class SparqlStore:
         query_url: the SPARQL 1.1 Protocol query endpoint (``[twinprov] sparql_url``).
         gsp_url: the Graph Store Protocol endpoint (``[twinprov] sparql_gsp_url``).
         timeout_s: time limit of one HTTP request.
+        parallel: concurrent bulk requests of :meth:`replace_graphs` (Oxigraph loads each
+            request with one core).
     """
 
-    def __init__(self, query_url: str, gsp_url: str, *, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, query_url: str, gsp_url: str, *, timeout_s: float = 60.0, parallel: int = 2
+    ) -> None:
         missing = [k for k, v in (("sparql_url", query_url), ("sparql_gsp_url", gsp_url)) if not v]
         if missing:
             raise StoreError(
@@ -80,7 +97,9 @@ class SparqlStore:
         self.query_url = query_url
         self.gsp_url = gsp_url
         self.timeout_s = timeout_s
+        self.parallel = max(1, parallel)
         self._client: httpx.Client | None = None
+        self._bulk: str | None = None  # Oxigraph's update endpoint ("" elsewhere), once known
 
     def __repr__(self) -> str:
         return f"SparqlStore({safe_url(self.query_url)!r}, {safe_url(self.gsp_url)!r})"
@@ -142,16 +161,126 @@ class SparqlStore:
             count = len(set(ox.parse(data, format=ox.RdfFormat.TURTLE)))
         except SyntaxError as e:
             raise StoreError(f"the graph <{graph_iri}> is not valid Turtle: {e}") from e
+        self._put(graph_iri, data, "text/turtle; charset=utf-8")
+        return count
+
+    def _put(self, graph_iri: str, data: bytes, content_type: str) -> None:
         resp = self._send(
             "PUT",
             self.gsp_url,
             params={"graph": graph_iri},
             content=data,
-            headers={"Content-Type": "text/turtle; charset=utf-8"},
+            headers={"Content-Type": content_type},
         )
         if resp.status_code not in (200, 201, 204):
             raise self._fail(resp, f"store graph <{graph_iri}>")
+
+    def replace_graphs(self, graphs: Iterable[tuple[str, str | bytes]]) -> int:
+        """Make each named graph exactly its Turtle's triples, many graphs per request (see the
+        module notes); returns the number of triples sent, which is what the graphs now hold.
+
+        The graphs go in up to :attr:`parallel` parts, each sent as soon as its documents are
+        parsed, while the next part is being parsed. A document that does not parse stops the
+        call: its part and the later ones are not sent (nothing at all in a call of fewer than
+        ``2 * 32`` graphs), earlier parts may be. The graphs of one call are not replaced in
+        one transaction: a failure half-way leaves some replaced and some dropped or partly
+        loaded, which the same call, replayed, repairs.
+
+        Raises:
+            StoreError: a Turtle document does not parse, a name is not an IRI, the server
+                cannot be reached, or it refused a request.
+        """
+        docs = list(graphs)
+        parts = max(1, min(self.parallel, len(docs) // _MIN_BULK_PART))
+        step = max(1, -(-len(docs) // parts))
+        single: list[tuple[str, bytes]] = []  # (graph IRI, its Turtle): blank nodes
+        part: list[tuple[str, bytes]] = []  # (graph IRI, its triples as N-Triples)
+        count = 0
+        with ThreadPoolExecutor(parts, thread_name_prefix="twinprov-load") as pool:
+            sent = []
+            for graph_iri, turtle in docs:
+                _iri_literal(graph_iri)
+                data = turtle.encode("utf-8") if isinstance(turtle, str) else turtle
+                try:
+                    nt = ox.serialize(
+                        ox.parse(data, format=ox.RdfFormat.TURTLE), format=ox.RdfFormat.N_TRIPLES
+                    )
+                except SyntaxError as e:
+                    raise StoreError(f"the graph <{graph_iri}> is not valid Turtle: {e}") from e
+                nt = nt or b""
+                count += nt.count(b"\n")  # one triple a line (a newline in a literal is escaped)
+                if b"_:" in nt:  # blank nodes (or "_:" in an IRI or literal: a PUT of its own)
+                    single.append((graph_iri, data))
+                else:
+                    part.append((graph_iri, nt))
+                if len(part) >= step:
+                    sent.append(self._submit_part(pool, part))
+                    part = []
+            if part:
+                sent.append(self._submit_part(pool, part))
+            for f in sent:
+                f.result()  # the first failure, once every part has ended
+        for graph_iri, data in single:
+            self._put(graph_iri, data, "text/turtle; charset=utf-8")
         return count
+
+    def _submit_part(
+        self, pool: ThreadPoolExecutor, graphs: list[tuple[str, bytes]]
+    ) -> Future[None]:
+        """Send a part of :meth:`replace_graphs` from ``pool``: to Oxigraph, one SPARQL update
+        dropping its graphs (and making the empty ones), then one N-Quads ``POST`` of all their
+        triples to the bulk loader; ``PUT`` per graph to another server."""
+        update_url = self._bulk_update_url()  # asked here, once, rather than by each part
+        if update_url is None:
+            return pool.submit(self._put_each, graphs)
+        return pool.submit(self._load_part, update_url, graphs)
+
+    def _put_each(self, graphs: list[tuple[str, bytes]]) -> None:
+        for graph_iri, nt in graphs:
+            self._put(graph_iri, nt, _NTRIPLES)
+
+    def _load_part(self, update_url: str, graphs: list[tuple[str, bytes]]) -> None:
+        names = [_iri_literal(g) for g, _nt in graphs]
+        update = " ;\n".join(
+            f"DROP SILENT GRAPH {g}" + ("" if nt else f" ;\nCREATE SILENT GRAPH {g}")
+            for g, (_iri, nt) in zip(names, graphs, strict=True)
+        )
+        resp = self._send(
+            "POST",
+            update_url,
+            content=update.encode("utf-8"),
+            headers={"Content-Type": "application/sparql-update"},
+        )
+        if resp.status_code not in (200, 204):
+            raise self._fail(resp, f"drop {len(graphs)} graph(s) before loading them")
+        # N-Triples → N-Quads: the graph name before each line's final " ."
+        body = b"".join(
+            nt.replace(b" .\n", b" " + g.encode("utf-8") + b" .\n")
+            for g, (_iri, nt) in zip(names, graphs, strict=True)
+        )
+        if body:
+            resp = self._send(
+                "POST",
+                self.gsp_url,
+                params={"no_transaction": ""},
+                content=body,
+                headers={"Content-Type": _NQUADS},
+            )
+            if resp.status_code not in (200, 201, 204):
+                raise self._fail(resp, f"load {len(graphs)} graph(s)")
+
+    def _bulk_update_url(self) -> str | None:
+        """The update endpoint of an Oxigraph server (``/update`` next to ``/store``), which
+        takes bulk loads; ``None`` for another server (asked once per open store)."""
+        if self._bulk is None:
+            base, sep, last = self.gsp_url.rstrip("/").rpartition("/")
+            bulk = ""
+            if sep and last == "store" and self.query_url.rstrip("/") == f"{base}/query":
+                resp = self._send("GET", self.query_url, params={"query": "ASK {}"})
+                if resp.headers.get("server", "").lower().startswith("oxigraph/"):
+                    bulk = f"{base}/update"
+            self._bulk = bulk
+        return self._bulk or None
 
     def graph_size(self, graph_iri: str) -> int:
         """Number of triples in a named graph."""

@@ -39,7 +39,7 @@ def _spooled(stack: Stack, run_ids: list[str]) -> int:
     for rid in run_ids:
         folder = stack.airflow_home / "logs" / f"dag_id={DAG}" / f"run_id={rid}"
         for log in folder.rglob("*.log"):
-            n += log.read_text(errors="replace").count("spooling the event")
+            n += log.read_text(errors="replace").count("the event waits in")
     return n
 
 
