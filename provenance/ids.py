@@ -8,14 +8,18 @@ Everything hangs under one configurable base (default ``urn:twinprov:``):
 * data           ``<base>data/sha256-<hex>``  (content-addressed: same bytes, same entity)
 * agents         ``<base>agent/person/<name>``, ``<base>agent/software/<name>-<version>``,
                  ``<base>agent/env/<kind>-<digest>``
+
+and, inside a run's RO-Crate (:class:`CrateIds`, written by the crate builder and read back by
+reruns), fragment identifiers such as ``#try/<task_id>/<try_number>`` and
+``#tool/<step>/<in|out>/<name>``.
 """
 
 from __future__ import annotations
 
-__all__ = ["VOCAB", "Ids"]
+__all__ = ["VOCAB", "CrateIds", "Ids"]
 
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 VOCAB = "urn:twinprov:vocab#"
 """The twinprov vocabulary namespace (terms documented in ``provenance/vocab/twinprov.ttl``)."""
@@ -90,3 +94,46 @@ class Ids:
     def env_local(kind: str, digest: str) -> str:
         """Local part of an execution environment (image or Python env) within :attr:`agent_ns`."""
         return f"env/{_q(kind)}-{_q(digest)}"
+
+
+class CrateIds:
+    """Fragment identifiers of the entities of a run's RO-Crate (one place for the writer,
+    ``ro_crates.crate``, and the reader, ``provenance.rerun``)."""
+
+    @staticmethod
+    def step(step: str) -> str:
+        """The HowToStep of a workflow step."""
+        return f"#step/{_q(step)}"
+
+    @staticmethod
+    def tool(step: str) -> str:
+        """The SoftwareApplication a step runs."""
+        return f"#tool/{_q(step)}"
+
+    @staticmethod
+    def tool_param(step: str, kind: str, name: str) -> str:
+        """A FormalParameter of a step: ``kind`` is ``in`` or ``out``."""
+        return f"#tool/{_q(step)}/{kind}/{_q(name)}"
+
+    @staticmethod
+    def tool_param_name(fragment: str, step: str, kind: str) -> str | None:
+        """The parameter name in ``fragment`` if it is one of ``step``'s ``kind`` parameters."""
+        prefix = f"#tool/{_q(step)}/{kind}/"
+        return unquote(fragment[len(prefix) :]) if fragment.startswith(prefix) else None
+
+    @staticmethod
+    def task_try(task_id: str, map_index: int, try_number: int) -> str:
+        """The CreateAction of one task try."""
+        task = _q(task_id) if map_index < 0 else f"{_q(task_id)}/{map_index}"
+        return f"#try/{task}/{try_number}"
+
+    @staticmethod
+    def parse_task_try(fragment: str) -> tuple[str, int, int] | None:
+        """``(task_id, map_index, try_number)`` of a :meth:`task_try` id, else ``None``."""
+        if not fragment.startswith("#try/"):
+            return None
+        parts = fragment[len("#try/") :].split("/")
+        if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]):
+            return None
+        map_index = int(parts[1]) if len(parts) == 3 else -1
+        return unquote(parts[0]), map_index, int(parts[-1])

@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlparse
 
 from provenance.config import Settings
 from provenance.errors import TwinprovError
+from provenance.ids import CrateIds
 from provenance.spec import RERUN_PARAM, WorkflowSpec, load_spec
 
 PROVENANCE_PROFILE = "https://w3id.org/ro/wfrun/provenance/0.5"
@@ -188,11 +189,10 @@ def read_crate(crate_dir: Path) -> RecordedRun:
     inputs: dict[str, dict[str, str]] = {}
     tries: dict[str, tuple[int, Any]] = {}
     for entity in crate.get_entities():
-        if not entity.id.startswith("#try/") or "CreateAction" not in _ids(entity.type):
+        parsed = CrateIds.parse_task_try(entity.id)
+        if parsed is None or "CreateAction" not in _ids(entity.type):
             continue
-        step_q, _, number = entity.id[len("#try/") :].rpartition("/")
-        step = unquote(step_q)
-        n = int(number) if number.isdigit() else 0
+        step, _map_index, n = parsed
         if str(entity.get("actionStatus")) != _COMPLETED:
             continue
         if step not in tries or n > tries[step][0]:
@@ -203,13 +203,11 @@ def read_crate(crate_dir: Path) -> RecordedRun:
             for f in _ids(refs):
                 if "File" not in _ids(getattr(f, "type", None)) or not f.get("sha256"):
                     continue
-                prefix = f"#tool/{step_q_of(step)}/{kind}/"
                 names = [
-                    unquote(w.id[len(prefix) :])
+                    CrateIds.tool_param_name(getattr(w, "id", ""), step, kind)
                     for w in _ids(f.get("exampleOfWork"))
-                    if getattr(w, "id", "").startswith(prefix)
                 ]
-                for name in names:
+                for name in filter(None, names):
                     if target is not None:
                         target[(step, name)] = RecordedOutput(
                             step,
@@ -231,13 +229,6 @@ def read_crate(crate_dir: Path) -> RecordedRun:
         outputs=outputs,
         step_inputs=inputs,
     )
-
-
-def step_q_of(step: str) -> str:
-    """A step id as the crate writes it in fragment identifiers."""
-    from urllib.parse import quote
-
-    return quote(step, safe="")
 
 
 # -- finding the original ---------------------------------------------------------------------

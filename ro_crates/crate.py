@@ -57,7 +57,7 @@ from rocrate.model.file import File
 from rocrate.model.metadata import Metadata
 from rocrate.rocrate import ROCrate
 
-from provenance.ids import VOCAB
+from provenance.ids import VOCAB, CrateIds
 from ro_crates.errors import CrateInputError, CrateWriteError, SpecChangedError
 from ro_crates.hashing import FileDigest, default_workers, hash_files
 from ro_crates.images import parse_image
@@ -154,7 +154,7 @@ def _latest(values: Iterable[str | None]) -> str | None:
 def _status(state: str) -> str:
     if state in _SUCCESS_STATES:
         return ACTION_STATUS["completed"]
-    if state in ("failed", "up_for_retry", "upstream_failed"):
+    if state in ("failed", "up_for_retry", "upstream_failed", "interrupted"):
         return ACTION_STATUS["failed"]
     return ACTION_STATUS["active"]
 
@@ -353,15 +353,15 @@ class _Builder:
 
     @staticmethod
     def step_id(step: str) -> str:
-        return f"#step/{_q(step)}"
+        return CrateIds.step(step)
 
     @staticmethod
     def tool_id(step: str) -> str:
-        return f"#tool/{_q(step)}"
+        return CrateIds.tool(step)
 
     @staticmethod
     def tool_param(step: str, kind: str, name: str) -> str:
-        return f"#tool/{_q(step)}/{kind}/{_q(name)}"
+        return CrateIds.tool_param(step, kind, name)
 
     @staticmethod
     def wf_param(name: str) -> str:
@@ -377,8 +377,7 @@ class _Builder:
 
     @staticmethod
     def try_id(t: TaskTry) -> str:
-        task = _q(t.task_id) if t.map_index < 0 else f"{_q(t.task_id)}/{t.map_index}"
-        return f"#try/{task}/{t.try_number}"
+        return CrateIds.task_try(t.task_id, t.map_index, t.try_number)
 
     def person_id(self, name: str, orcid: str | None = None) -> str:
         if orcid:

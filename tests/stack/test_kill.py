@@ -9,6 +9,7 @@ killed while its insert is waiting (found through ``pg_stat_activity`` and its T
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -102,8 +103,13 @@ def test_kill_9_mid_step(stack: Stack) -> None:
     found = _check_graph(stack, run_id)
     assert len(found["airflow"]) == 2 and found["airflow"][2] == "success", found
     assert found["graph"][2] == ("success", 1) and found["entities"] == 3, found
-    # the killed try is recorded as such, not left "running"
+    # the killed try is recorded as such, not left "running" — in the graph and in the crate
     assert found["graph"][1] == ("interrupted", 0), found
+    crate = checks.run_record(stack, DAG, run_id).publication["crate"]
+    graph = json.loads((Path(crate) / "ro-crate-metadata.json").read_text())["@graph"]
+    status = {e["@id"]: e.get("actionStatus") for e in graph if e.get("@type") == "CreateAction"}
+    assert status["#try/victim/1"] == "http://schema.org/FailedActionStatus", status
+    assert status["#try/victim/2"] == "http://schema.org/CompletedActionStatus", status
     print(
         f"\nkill -9 mid-step: task runner {runner.pid} killed; Airflow retried; run graph "
         f"{found['triples']} triples, 1 activity per try (victim tries, Airflow: "
