@@ -36,6 +36,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    or_,
     select,
     update,
 )
@@ -356,6 +357,29 @@ class Ledger:
         for dag_id, run_id in sorted(stale):
             self.update_run(dag_id, run_id, published_digest=None)
         return added
+
+    def store_pending(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """``(dag_id, run_id, published_digest, publication)`` of every run published but not
+        (or not in that version) in the graph store, oldest first; only those rows are read."""
+        t = runs
+        stmt = (
+            select(t.c.dag_id, t.c.run_id, t.c.published_digest, t.c.publication)
+            .where(
+                t.c.published_digest.is_not(None),
+                t.c.published_digest != "",
+                or_(t.c.stored_digest.is_(None), t.c.stored_digest != t.c.published_digest),
+            )
+            .order_by(t.c.first_seen, t.c.run_id)
+        )
+        out = []
+        for row in self.select_rows(stmt):
+            try:
+                publication = json.loads(row.publication) if row.publication else {}
+            except ValueError:
+                continue
+            if isinstance(publication, dict):
+                out.append((row.dag_id, row.run_id, row.published_digest, publication))
+        return out
 
     def mark_stored(self, stored: list[tuple[str, str, str]]) -> None:
         """Set ``stored_digest`` of many runs, ``(dag_id, run_id, digest)``, in one

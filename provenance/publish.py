@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from dataclasses import replace as with_fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -383,7 +384,12 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         from ro_crates.crate import build_crate
 
         crate = build_crate(
-            crate_input_from_ledger(settings, dag_id, run_id),
+            crate_input_from_ledger(
+                settings,
+                dag_id,
+                run_id,
+                already_read=(with_fields(rec, ended=ended, publication=publication), events),
+            ),
             crate_dir(settings, dag_id, run_id),
             copy_threshold_bytes=settings.crate_copy_threshold,
         )
@@ -467,7 +473,7 @@ def catch_up(settings: Settings, store: EmbeddedStore) -> int:
         batch.clear()
         size = 0
 
-    for dag_id, run_id, digest, publication in _pending_runs(ledger):
+    for dag_id, run_id, digest, publication in ledger.store_pending():
         graph, files = publication.get("graph"), publication.get("files")
         ttl = files.get(PROV_FORMATS["turtle"]) if isinstance(files, dict) else None
         if not isinstance(graph, str) or not graph or not isinstance(ttl, str) or not ttl:
@@ -483,36 +489,6 @@ def catch_up(settings: Settings, store: EmbeddedStore) -> int:
     if batch:
         flush()
     return loaded
-
-
-def _pending_runs(ledger: Ledger) -> list[tuple[str, str, str, dict[str, Any]]]:
-    """``(dag_id, run_id, published_digest, publication)`` of every run published but not
-    stored, oldest first (only those rows are read and decoded)."""
-    import json
-
-    from sqlalchemy import or_, select
-
-    from provenance.ledger import runs
-
-    t = runs
-    stmt = (
-        select(t.c.dag_id, t.c.run_id, t.c.published_digest, t.c.publication)
-        .where(
-            t.c.published_digest.is_not(None),
-            t.c.published_digest != "",
-            or_(t.c.stored_digest.is_(None), t.c.stored_digest != t.c.published_digest),
-        )
-        .order_by(t.c.first_seen, t.c.run_id)
-    )
-    out = []
-    for row in ledger.select_rows(stmt):
-        try:
-            publication = json.loads(row.publication) if row.publication else {}
-        except ValueError:
-            continue
-        if isinstance(publication, dict):
-            out.append((row.dag_id, row.run_id, row.published_digest, publication))
-    return out
 
 
 def publish_pending(settings: Settings) -> list[Publication]:

@@ -18,7 +18,7 @@ from typing import Any
 from provenance.config import Settings
 from provenance.errors import RunNotFoundError, SpecError
 from provenance.ids import Ids
-from provenance.ledger import Ledger
+from provenance.ledger import Ledger, RunRecord, TaskEvent
 from provenance.prov_model import StepTry, collapse_tries, run_state
 from provenance.spec import WorkflowSpec, load_spec, placeholders, render, workflow_files
 from provenance.workspace import run_dir
@@ -294,23 +294,33 @@ def _task_try(
     )
 
 
-def crate_input_from_ledger(settings: Settings, dag_id: str, run_id: str) -> CrateInput:
+def crate_input_from_ledger(
+    settings: Settings,
+    dag_id: str,
+    run_id: str,
+    *,
+    already_read: tuple[RunRecord, list[TaskEvent]] | None = None,
+) -> CrateInput:
     """Everything the ledger knows about one run, ready for :func:`ro_crates.crate.build_crate`.
 
     Events of the publish task are left out; spooled events are ingested first, as the
-    other readers of the ledger do.
+    other readers of the ledger do. A caller that has just read the run and its events (the
+    publication) passes them as ``already_read`` and the ledger is not read again.
 
     Raises:
         RunNotFoundError: the ledger has no such run.
         CrateInputError: the run's spec is not recorded, unreadable or invalid.
         SpecChangedError: the spec file changed since the run.
     """
-    ledger = Ledger(settings.ledger_url)
-    ledger.ingest_spool(settings.spool_dir)
-    rec = ledger.run(dag_id, run_id)
-    if rec is None:
-        raise RunNotFoundError(f"no recorded run {dag_id}/{run_id}")
-    events = [e for e in ledger.events(dag_id, run_id) if e.payload.get("role") != PUBLISH_ROLE]
+    if already_read is None:
+        ledger = Ledger(settings.ledger_url)
+        ledger.ingest_spool(settings.spool_dir)
+        found = ledger.run(dag_id, run_id)
+        if found is None:
+            raise RunNotFoundError(f"no recorded run {dag_id}/{run_id}")
+        already_read = (found, ledger.events(dag_id, run_id))
+    rec = already_read[0]
+    events = [e for e in already_read[1] if e.payload.get("role") != PUBLISH_ROLE]
     step_tries = collapse_tries(events)
     info = rec.info
     # a copy of the spec taken at run start (if the runner keeps one) outlives edits to the spec

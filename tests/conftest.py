@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from provenance.config import Settings
+
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="twinprov-tests-"))
 os.environ["AIRFLOW_HOME"] = str(_SESSION_ROOT / "airflow")
 os.environ["TWINPROV_HOME"] = str(_SESSION_ROOT / "home")
@@ -62,3 +64,23 @@ def run_without_airflow(code: str) -> subprocess.CompletedProcess[str]:
     )
     assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def fresh_settings(tmp_path: Path, sparql_base: str = "") -> Settings:
+    """Settings of a fresh twinprov home under ``tmp_path`` (SQLite ledger, embedded store, or
+    the SPARQL server at ``sparql_base``: its ``/query`` and ``/store`` endpoints)."""
+    home = tmp_path / "home"
+    return Settings(
+        home=home,
+        ledger_url=f"sqlite:///{home / 'ledger.sqlite'}",
+        store_path=home / "graph-store",
+        base_iri="urn:twinprov:",
+        sparql_url=f"{sparql_base}/query" if sparql_base else "",
+        sparql_gsp_url=f"{sparql_base}/store" if sparql_base else "",
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings of a fresh twinprov home under ``tmp_path``."""
+    return fresh_settings(tmp_path)

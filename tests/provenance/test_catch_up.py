@@ -4,7 +4,6 @@ transaction per batch, replays never duplicating, runs without files left pendin
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,15 +30,6 @@ def _expected(i: int) -> int:
     return 1 + i % 4 + (2 if i % 3 == 0 else 0)
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    home = tmp_path / "home"
-    return Settings(
-        home=home,
-        ledger_url=f"sqlite:///{home / 'ledger.sqlite'}",
-        store_path=home / "graph-store",
-        base_iri="urn:twinprov:",
-    )
 
 
 def _publish(settings: Settings, n: int) -> list[str]:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from provenance.config import Settings
 from provenance.ledger import Ledger, TaskEvent
 from provenance.publish import publish_run
@@ -52,16 +50,6 @@ class StepRun:
     exit_code: int = 0
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings of a fresh twinprov home under ``tmp_path``."""
-    home = tmp_path / "home"
-    return Settings(
-        home=home,
-        ledger_url=f"sqlite:///{home / 'ledger.sqlite'}",
-        store_path=home / "graph-store",
-        base_iri="urn:twinprov:",
-    )
 
 
 def _sha(data: bytes) -> str:

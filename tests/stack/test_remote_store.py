@@ -12,10 +12,10 @@ import httpx
 import pyoxigraph as ox
 import pytest
 
-from provenance.config import Settings
 from provenance.errors import QueryError, StoreError
 from provenance.remote_store import SparqlStore, safe_url
 from provenance.store import EmbeddedStore, open_store
+from tests.conftest import fresh_settings
 from tests.stack.services import ensure_installed, free_port, oxigraph_binary, wait_until
 
 RUN_A = """@prefix prov: <http://www.w3.org/ns/prov#> .
@@ -61,24 +61,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def _settings(tmp_path: Path, base: str = "") -> Settings:
-    home = tmp_path / "home"
-    return Settings(
-        home=home,
-        ledger_url=f"sqlite:///{home / 'ledger.sqlite'}",
-        store_path=home / "graph-store",
-        base_iri="urn:twinprov:",
-        sparql_url=f"{base}/query" if base else "",
-        sparql_gsp_url=f"{base}/store" if base else "",
-    )
 
 
 def test_open_store_chooses_by_settings(server: str, tmp_path: Path) -> None:
-    with open_store(_settings(tmp_path, server)) as st:
+    with open_store(fresh_settings(tmp_path, server)) as st:
         assert isinstance(st, SparqlStore)
-    with open_store(_settings(tmp_path)) as st:
+    with open_store(fresh_settings(tmp_path)) as st:
         assert isinstance(st, EmbeddedStore)
-    half = replace(_settings(tmp_path, server), sparql_gsp_url="")
+    half = replace(fresh_settings(tmp_path, server), sparql_gsp_url="")
     with pytest.raises(StoreError, match="missing: sparql_gsp_url"), open_store(half):
         pass
 
@@ -115,7 +105,7 @@ def _k(term: object) -> str:
 def test_twinprov_query_over_the_server(server: str, tmp_path: Path) -> None:
     from provenance.query import run_query
 
-    settings = _settings(tmp_path, server)
+    settings = fresh_settings(tmp_path, server)
     with open_store(settings) as st:
         st.replace_graph("urn:twinprov:run/b/1", RUN_B)
     table = run_query(settings, "SELECT DISTINCT ?o WHERE { ?s <urn:x:n> ?o } ORDER BY ?o", "table")
@@ -216,7 +206,7 @@ def test_catch_up_into_the_server(server: str, tmp_path: Path) -> None:
     from provenance.ledger import Ledger
     from provenance.publish import catch_up
 
-    settings = _settings(tmp_path, server)
+    settings = fresh_settings(tmp_path, server)
     ledger = Ledger(settings.ledger_url)
     graphs = {}
     for i, ttl in enumerate([RUN_A, RUN_B, RUN_C] * 3):
