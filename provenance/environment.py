@@ -48,25 +48,46 @@ def _listing() -> dict[str, Any]:
 def _key() -> str:
     """What the listing depends on: the interpreter, the system and the distribution folders
     (``*.dist-info``, ``*.egg-info``, whose names carry the version) in every ``sys.path``
-    entry. ``platform.platform()`` is not part of it: it scans the interpreter binary (10 ms)."""
+    entry. ``platform.platform()`` is not part of it: it scans the interpreter binary (10 ms).
+    Entries without distributions are left out: a task process adds its DAG folder to
+    ``sys.path``, and must find the listing that the scheduler it was forked from made (the
+    same distributions), not list them again and replace the scheduler's cache file."""
     h = hashlib.sha256()
     for part in (sys.executable, platform.python_version(), " ".join(os.uname())):
         h.update(part.encode() + b"\0")
     for entry in sys.path:
+        names = _dist_names(entry)
+        if not names:
+            continue
         h.update(b"\1" + os.fsencode(entry))
-        try:
-            with os.scandir(entry or ".") as it:
-                names = sorted(e.name for e in it if e.name.endswith(_DIST_SUFFIXES))
-        except NotADirectoryError:  # a zip or egg file
-            try:
-                names = [str(os.stat(entry).st_mtime_ns)]
-            except OSError:
-                names = []
-        except OSError:
-            names = []
         for name in names:
             h.update(b"\0" + name.encode(errors="surrogateescape"))
     return h.hexdigest()
+
+
+_listed: dict[str, tuple[int, list[str]]] = {}
+"""Distribution folder names per ``sys.path`` entry, with the entry's ``st_mtime_ns`` when they
+were read: adding, renaming or removing a folder in it changes that time, so an unchanged time
+spares reading the folder again (site-packages: hundreds of names, every task process)."""
+
+
+def _dist_names(entry: str) -> list[str]:
+    try:
+        mtime = os.stat(entry or ".").st_mtime_ns
+    except OSError:
+        return []
+    known = _listed.get(entry)
+    if known is not None and known[0] == mtime:
+        return known[1]
+    try:
+        with os.scandir(entry or ".") as it:
+            names = sorted(e.name for e in it if e.name.endswith(_DIST_SUFFIXES))
+    except NotADirectoryError:  # a zip or egg file
+        names = [str(mtime)]
+    except OSError:
+        names = []
+    _listed[entry] = (mtime, names)
+    return names
 
 
 def _cache_file() -> Path:

@@ -137,38 +137,94 @@ def _row_to_run(row: Any) -> RunRecord:
     )
 
 
-_engines: dict[str, Engine] = {}
+_engines: dict[str, tuple[int, Engine]] = {}
 _engines_lock = threading.Lock()
 
 
 def _engine(url: str) -> Engine:
-    """One engine per process and URL. Tables are created on first need (see
-    :meth:`Ledger._schema_retry`), not checked on every open: a task process writes two events."""
+    """One engine per URL, shared with the processes forked from this one. Tables are created
+    on first need (see :meth:`Ledger._schema_retry`), not checked on every open: a task process
+    writes two events.
+
+    A forked process (every task process is a fork of an executor worker, itself a fork of the
+    scheduler) keeps the engine it inherited but drops the inherited connections (SQLAlchemy's
+    ``dispose(close=False)``, for ``os.fork``): its dialect already knows the server (version,
+    schema, isolation level: queries a new engine sends on its first connection) and its SQL
+    constructs are warm, so only the connection itself is new (see :func:`warm_up`)."""
     with _engines_lock:
-        key = f"{os.getpid()}:{url}"
-        eng = _engines.get(key)
-        if eng is None:
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-                eng = create_engine(url, poolclass=NullPool, future=True)
+        pid = os.getpid()
+        found = _engines.get(url)
+        if found is not None:
+            owner, eng = found
+            if owner != pid:
+                eng.dispose(close=False)  # the parent's connections are the parent's
+                _engines[url] = (pid, eng)
+            return eng
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            eng = create_engine(url, poolclass=NullPool, future=True)
 
-                @event.listens_for(eng, "connect")
-                def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:
-                    cur = dbapi_conn.cursor()
-                    cur.execute("PRAGMA journal_mode=WAL")
-                    cur.execute("PRAGMA busy_timeout=30000")
-                    # WAL + NORMAL: a commit survives a killed process (not a power cut)
-                    cur.execute("PRAGMA synchronous=NORMAL")
-                    cur.close()
+            @event.listens_for(eng, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                # WAL + NORMAL: a commit survives a killed process (not a power cut)
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
 
-            else:
-                # a server: keep one connection for the process's next event, and test it
-                # before use (the database may have restarted in between)
-                eng = create_engine(
-                    url, pool_size=1, max_overflow=4, pool_pre_ping=True, future=True
-                )
-            _engines[key] = eng
+        else:
+            # a server: keep one connection for the process's next event, and test it
+            # before use (the database may have restarted in between)
+            kwargs: dict[str, Any] = {}
+            if url.startswith(("postgresql+psycopg2:", "postgresql:", "postgres:")):
+                # no hstore columns here: spares every new connection a pg_type lookup
+                kwargs["use_native_hstore"] = False
+            eng = create_engine(
+                url, pool_size=1, max_overflow=4, pool_pre_ping=True, future=True, **kwargs
+            )
+        _engines[url] = (pid, eng)
         return eng
+
+
+def warm_up(url: str, timeout: float = 2.0) -> None:
+    """Prepare, in a process about to fork many writers (the scheduler, before its executor
+    forks), what each of them would otherwise redo: the engine, the SQL of the inserts and,
+    if the server answers within ``timeout`` seconds, the dialect's first-connection queries
+    (the connection is then closed: forks never share it). Never raises."""
+    import socket
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        eng = _engine(url)
+        for table, values in _SAMPLE_ROWS.items():
+            _insert_stmt(eng.dialect.name, table, values).compile(dialect=eng.dialect)
+        if eng.dialect.name == "sqlite":
+            return
+        parsed = make_url(url)
+        if parsed.host:  # unreachable hosts must not hold up the scheduler's start
+            with socket.create_connection((parsed.host, parsed.port or 5432), timeout=timeout):
+                pass
+        with eng.connect():
+            pass
+        eng.dispose()
+    except Exception as e:  # only a warm-up: every writer connects by itself anyway
+        log.debug("twinprov: ledger warm-up skipped: %s", e)
+
+
+def _insert_stmt(dialect: str, table: Table, values: dict[str, Any]) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` of one row (SQLite and PostgreSQL)."""
+    insert: Any
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    return insert(table).values(**values).on_conflict_do_nothing()
+
+
+_SAMPLE_ROWS: dict[Table, dict[str, Any]] = {}
+"""A row of each table, filled below the tables' writers (for :func:`warm_up`)."""
 
 
 def _create_tables(eng: Engine) -> None:
@@ -196,19 +252,14 @@ class Ledger:
 
     def _insert_ignore(self, conn: Any, table: Table, values: dict[str, Any]) -> bool:
         name = self.engine.dialect.name
-        insert: Any
-        if name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
+        if name not in ("sqlite", "postgresql"):
             try:
                 with conn.begin_nested():
                     conn.execute(table.insert().values(**values))
                 return True
             except IntegrityError:
                 return False
-        res = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+        res = conn.execute(_insert_stmt(name, table, values))
         return bool(res.rowcount)
 
     def _schema_retry(self, work: Callable[[], _T], verb: str) -> _T:
@@ -242,22 +293,21 @@ class Ledger:
         rows = []
         if run_info is not None:
             rows.append((runs, self._run_row(ev.dag_id, ev.run_id, run_info)))
-        rows.append(
-            (
-                task_events,
-                {
-                    "dag_id": ev.dag_id,
-                    "run_id": ev.run_id,
-                    "task_id": ev.task_id,
-                    "map_index": ev.map_index,
-                    "try_number": ev.try_number,
-                    "state": ev.state,
-                    "recorded_at": ev.recorded_at,
-                    "payload": json.dumps(ev.payload, sort_keys=True, default=str),
-                },
-            )
-        )
+        rows.append((task_events, self._event_row(ev)))
         return self._write(rows)[-1]
+
+    @staticmethod
+    def _event_row(ev: TaskEvent) -> dict[str, Any]:
+        return {
+            "dag_id": ev.dag_id,
+            "run_id": ev.run_id,
+            "task_id": ev.task_id,
+            "map_index": ev.map_index,
+            "try_number": ev.try_number,
+            "state": ev.state,
+            "recorded_at": ev.recorded_at,
+            "payload": json.dumps(ev.payload, sort_keys=True, default=str),
+        }
 
     @staticmethod
     def _run_row(dag_id: str, run_id: str, info: Mapping[str, Any]) -> dict[str, Any]:
@@ -400,6 +450,14 @@ class Ledger:
                 conn.execute(stmt, params)
 
         self._schema_retry(work, "write")
+
+
+_SAMPLE_ROWS.update(
+    {
+        runs: Ledger._run_row("dag", "run", {}),
+        task_events: Ledger._event_row(TaskEvent("dag", "run", "task", -1, 1, "running")),
+    }
+)
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

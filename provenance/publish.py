@@ -378,7 +378,6 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         gaps["stac"] = f"{type(e).__name__}: {e}"
         log.warning("twinprov: STAC not published: %s", gaps["stac"])
 
-    ledger.update_run(dag_id, run_id, publication=publication)  # the crate reads it
     try:
         from ro_crates.assemble import crate_input_from_ledger
         from ro_crates.crate import build_crate
@@ -412,16 +411,23 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         except Exception as e:
             gaps["mlflow_tags"] = f"{type(e).__name__}: {e}"
     publication["gaps"] = gaps
-    ledger.update_run(dag_id, run_id, publication=publication)
 
+    # the rest of the publication goes to the ledger in one transaction with the store's
+    # answer (the PROV files and the run's state are there already); a publication cut short
+    # before it stays pending (``published_digest`` without ``stored_digest``) and is redone
     triples, err = None, None
     try:
         with open_store(settings) as store:
             triples = store.replace_graph(graph, texts[PROV_FORMATS["turtle"]])
-        ledger.update_run(dag_id, run_id, stored_digest=digest)
     except StoreError as e:
         err = str(e)
         log.warning("twinprov: %s; the run stays pending for the graph store", err)
+        ledger.update_run(dag_id, run_id, publication=publication)
+    except BaseException:
+        ledger.update_run(dag_id, run_id, publication=publication)
+        raise
+    else:
+        ledger.update_run(dag_id, run_id, publication=publication, stored_digest=digest)
     return Publication(
         dag_id,
         run_id,
