@@ -26,7 +26,6 @@ import pyoxigraph as ox
 from provenance.errors import QueryError, StoreError
 from provenance.ids import Ids
 from provenance.sparql_guard import (
-    CheckedQuery,
     QueryRefusedError,
     Rendered,
     TimeLimitError,
@@ -35,6 +34,7 @@ from provenance.sparql_guard import (
     render,
     render_lines,
 )
+from twinprov_airflow.graph_worker import QueryRequest
 
 
 class UpstreamError(QueryError):
@@ -83,19 +83,8 @@ class Forwarder:
             return None
         return frozenset(g for d in dags for g in by_dag.get(d, ()))
 
-    def answer(
-        self,
-        query: CheckedQuery,
-        permitted_dags: frozenset[str],
-        *,
-        default_graph_uri: tuple[str, ...] = (),
-        named_graph_uri: tuple[str, ...] = (),
-        accept: str | None = None,
-        fmt: str | None = None,
-        row_cap: int = 10000,
-        time_limit_s: float = 10.0,
-    ) -> Rendered:
-        """Forward ``query`` (checked, so its form is known) and render the answer.
+    def answer(self, req: QueryRequest) -> Rendered:
+        """Forward ``req.query`` (checked, so its form is known) and render the answer.
 
         Raises:
             QueryRefusedError: the server rejected the query as malformed (HTTP 400).
@@ -103,10 +92,15 @@ class Forwarder:
             StoreError: the server cannot be reached (HTTP 503).
             UpstreamError: the server failed (HTTP 502).
         """
+        query, accept, fmt = req.query, req.accept, req.fmt
+        row_cap, time_limit_s = req.row_cap, req.time_limit_s
         if query.form is None:
             raise QueryError("a forwarded query must have been parsed")
         choice = choose_dataset(
-            query, default_graph_uri, named_graph_uri, self.permitted_graphs(permitted_dags)
+            query,
+            req.default_graph_uri,
+            req.named_graph_uri,
+            self.permitted_graphs(req.permitted_dags),
         )
         kind = query.kind
         accept_upstream = {

@@ -24,11 +24,6 @@ DISABLE_ENV = "TWINPROV_CAPTURE"  # set to "off" to switch capture off (used by 
 _timings: list[float] = []
 
 
-def _settings() -> Settings:
-    """The settings (``airflow.cfg`` is parsed once per version of the file)."""
-    return Settings.load()
-
-
 def _iso(value: Any) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else (str(value) if value else None)
 
@@ -159,7 +154,7 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
     try:
         if getattr(getattr(ti, "task", None), "twinprov_role", None) is None:
             return  # not a twinprov workflow
-        settings = _settings()
+        settings = Settings.load()  # airflow.cfg is parsed once per version of the file
         built = _event(ti, state, settings, error)
         if built is None:
             return
@@ -242,7 +237,7 @@ def _preload() -> None:
             from provenance.environment import python_environment
             from provenance.ledger import warm_up
 
-            warm_up(_settings().ledger_url)
+            warm_up(Settings.load().ledger_url)
             python_environment()
             from ro_crates.crate import preview_template
 

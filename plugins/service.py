@@ -74,31 +74,21 @@ class ProvenanceService:
         """Check and answer one query (errors as in :meth:`GraphWorker.query`)."""
         lim = self.limits
         checked = check_query(text, max_chars=lim.max_query_chars, parse=self.forwarder is not None)
+        req = QueryRequest(
+            query=checked,
+            permitted_dags=permitted_dags,
+            default_graph_uri=default_graph_uri,
+            named_graph_uri=named_graph_uri,
+            accept=accept,
+            fmt=fmt,
+            row_cap=lim.row_cap,
+            time_limit_s=lim.time_limit_s,
+        )
         if self.forwarder is not None:
             self.catch_up_remote()
-            return self.forwarder.answer(
-                checked,
-                permitted_dags,
-                default_graph_uri=default_graph_uri,
-                named_graph_uri=named_graph_uri,
-                accept=accept,
-                fmt=fmt,
-                row_cap=lim.row_cap,
-                time_limit_s=lim.time_limit_s,
-            )
+            return self.forwarder.answer(req)
         assert self.worker is not None
-        return self.worker.query(
-            QueryRequest(
-                query=checked,
-                permitted_dags=permitted_dags,
-                default_graph_uri=default_graph_uri,
-                named_graph_uri=named_graph_uri,
-                accept=accept,
-                fmt=fmt,
-                row_cap=lim.row_cap,
-                time_limit_s=lim.time_limit_s,
-            )
-        )
+        return self.worker.query(req)
 
     def catch_up_remote(self) -> int:
         """Load runs published while the SPARQL server was away (as the embedded store's owner
