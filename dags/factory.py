@@ -16,17 +16,23 @@ DAG_FILE = Path(__file__).with_name("twinprov_workflows.py")
 WORKFLOWS_DIR = Path(__file__).with_name("workflows")
 
 
-def _params(spec: WorkflowSpec, rerun_default: str = "") -> dict[str, Param]:
+def _params(spec: WorkflowSpec, rerun_default: str | None = None) -> dict[str, Param]:
     out = {}
     for name, p in spec.params.items():
         schema: dict[str, Any] = {"type": p.type}
-        for key in ("enum", "minimum", "maximum", "title", "description"):
-            if getattr(p, key):
-                schema[key] = getattr(p, key)
+        # `is not None`, not truthiness: `minimum: 0` is a constraint too
+        for key in ("enum", "minimum", "maximum", "title"):
+            value = getattr(p, key)
+            if value is not None:
+                schema[key] = value
+        if p.description:
+            schema["description"] = p.description
         out[name] = Param(p.default, **schema)
+    # nullable: Airflow's trigger form marks a field required unless its schema admits null,
+    # and keeps the Trigger button disabled while a required field is empty
     out[RERUN_PARAM] = Param(
         rerun_default,
-        type="string",
+        type=["null", "string"],
         title="Rerun of",
         description=(
             "Leave empty for a normal run. To check that an earlier run reproduces, name it "
@@ -71,7 +77,7 @@ def build_dag(spec_path: Path, backend: str | None = None, *, reproduce: bool = 
         else spec.schedule,
         start_date=datetime(2024, 1, 1, tzinfo=UTC),
         catchup=False,
-        params=_params(spec, "latest" if reproduce else ""),
+        params=_params(spec, "latest" if reproduce else None),
         tags=["twinprov", "reproducibility"] if reproduce else ["twinprov"],
         doc_md=_doc(spec, spec_path),
         default_args={

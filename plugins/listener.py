@@ -64,6 +64,8 @@ def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
     else:
         from provenance.spec import RERUN_PARAM
 
+        if RERUN_PARAM in info["params"] and info["params"][RERUN_PARAM] is None:
+            info["params"][RERUN_PARAM] = ""  # the form's empty (null) field: not a rerun
         if info["params"].get(RERUN_PARAM):
             try:  # a rerun uses the original's values: record those
                 from provenance.rerun import effective_params

@@ -359,7 +359,9 @@ def _check_param(name: str, p: Param) -> list[SpecIssue]:
     d = p.default
     if isinstance(d, bool) and p.type != "boolean" or not isinstance(d, py):
         issues.append(SpecIssue(where, f"{d!r} is not of type {p.type}"))
-    if p.enum is not None and d not in p.enum:
+    if p.enum is not None and not p.enum:
+        issues.append(SpecIssue(f"params.{name}.enum", "is empty: list at least one value"))
+    elif p.enum is not None and d not in p.enum:
         issues.append(SpecIssue(where, f"{d!r} is not one of {p.enum}"))
     if isinstance(d, int | float) and not isinstance(d, bool):
         if p.minimum is not None and d < p.minimum:
