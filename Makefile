@@ -32,11 +32,13 @@ system-deps:
 test: $(BIN)/.twinprov-installed system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.twinprov-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(BIN)/.twinprov-installed
 	$(BIN)/python bench/capture_overhead.py

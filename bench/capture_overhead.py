@@ -51,11 +51,11 @@ def main() -> None:
     spec = workflows / "capture_bench.yaml"
     spec.write_text(yaml.safe_dump(_spec(ns.tasks, ns.seconds)))
 
-    from twinprov_dags.runner import ensure_database, prepare_environment, run_workflow
+    from twinprov.dags.runner import ensure_database, prepare_environment, run_workflow
 
     prepare_environment()
     ensure_database()
-    from twinprov_airflow import listener
+    from twinprov.airflow import listener
 
     run_workflow(str(spec), {})  # warm-up: imports, first DB writes, store creation
     times: dict[str, list[float]] = {"off": [], "on": []}

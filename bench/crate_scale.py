@@ -2,7 +2,7 @@
 
 Writes the files in a temporary folder (removed afterwards), describes the run as a
 ``CrateInput`` (as the ledger would) and builds its Provenance Run Crate with
-``ro_crates.crate.write_crate``. Prints:
+``twinprov.ro_crates.crate.write_crate``. Prints:
 
 * crate build time minus hashing time (goal < 2 s): the RO-Crate metadata, copies, preview;
 * hashing throughput relative to ``hashlib.sha256`` on the same bytes in the same run
@@ -29,10 +29,10 @@ from pathlib import Path
 
 import yaml
 
-from ro_crates.assemble import workflow_info
-from ro_crates.crate import write_crate
-from ro_crates.hashing import default_workers
-from ro_crates.model import CrateInput, FileRecord, RunInfo, TaskTry
+from twinprov.ro_crates.assemble import workflow_info
+from twinprov.ro_crates.crate import write_crate
+from twinprov.ro_crates.hashing import default_workers
+from twinprov.ro_crates.model import CrateInput, FileRecord, RunInfo, TaskTry
 
 MiB = 1024**2
 
@@ -225,7 +225,7 @@ def main() -> None:
                 f"{ns.big_mb * MiB / big_s / base_rate:.2f} of hashlib's rate"
             )
         if ns.validate:
-            from ro_crates.conformance import check_conformance
+            from twinprov.ro_crates.conformance import check_conformance
 
             t1 = time.perf_counter()
             report = check_conformance(build.path)

@@ -1,7 +1,7 @@
 """SPARQL at scale: 10,000 runs' PROV graphs (about 1M triples), three questions, three engines.
 
 The graphs are made by the real publish path: ledger-shaped task events →
-``provenance.prov_model.build_document`` → Turtle (``provenance.publish``'s serializer) →
+``twinprov.provenance.prov_model.build_document`` → Turtle (``twinprov.app.publish``'s serializer) →
 ``EmbeddedStore.replace_graph``, one named graph per run (made on all cores, loaded in one store
 session for speed). The runs are also recorded in the ledger, as the endpoint asks the auth
 manager about the DAGs the ledger knows. Then, in one run of this script:
@@ -63,7 +63,7 @@ def chain_output(i: int) -> str:
 def _step(
     dag: str, run: str, task: str, t0: float, inputs: list[dict], outputs: list[dict], **extra: Any
 ) -> list[Any]:
-    from provenance.ledger import TaskEvent
+    from twinprov.provenance.ledger import TaskEvent
 
     start = f"2025-01-01T00:{int(t0) // 60 % 60:02d}:{int(t0) % 60:02d}+00:00"
     end = f"2025-01-01T01:{int(t0) // 60 % 60:02d}:{int(t0) % 60:02d}+00:00"
@@ -96,7 +96,7 @@ def _file(name: str, digest: str) -> dict[str, Any]:
 
 def run_events(i: int, chain: int) -> tuple[str, str, dict[str, Any], list[Any], str]:
     """The events of synthetic run ``i``: the first ``chain`` runs form a lineage chain."""
-    from provenance.ledger import TaskEvent
+    from twinprov.provenance.ledger import TaskEvent
 
     if i < chain:
         dag, run = CHAIN_DAG, f"chain__{i:05d}"
@@ -158,9 +158,9 @@ def run_events(i: int, chain: int) -> tuple[str, str, dict[str, Any], list[Any],
 
 def build_turtle(i: int, chain: int) -> tuple[str, str, str, dict[str, Any], str]:
     """Run ``i`` through the real builder and serializer: (dag, run, graph, info, turtle)."""
-    from provenance.ids import Ids
-    from provenance.prov_model import RunFacts, build_document
-    from provenance.publish import _serialize
+    from twinprov.app.publish import _serialize
+    from twinprov.provenance.ids import Ids
+    from twinprov.provenance.prov_model import RunFacts, build_document
 
     dag, run, info, events, state = run_events(i, chain)
     doc = build_document(Ids(BASE), RunFacts(dag, run, info, state, info["run_start"]), events)
@@ -188,9 +188,9 @@ class _DeferredFlush:
 
 def synthesize(home: Path, runs: int, chain: int, workers: int) -> dict[str, Any]:
     """Build and load every run; returns counts and timings."""
-    from provenance.ledger import Ledger
-    from provenance.ledger import runs as runs_table
-    from provenance.store import EmbeddedStore
+    from twinprov.provenance.ledger import Ledger
+    from twinprov.provenance.ledger import runs as runs_table
+    from twinprov.provenance.store import EmbeddedStore
 
     ledger = Ledger(f"sqlite:///{home / 'ledger.sqlite'}")
     store = EmbeddedStore(home / "graph-store")
@@ -219,8 +219,8 @@ def synthesize(home: Path, runs: int, chain: int, workers: int) -> dict[str, Any
 
 
 def queries(chain: int) -> dict[str, str]:
-    from provenance.cli import RUNS_USING_QUERY
-    from provenance.ids import Ids
+    from twinprov.app.summary import RUNS_USING_QUERY
+    from twinprov.provenance.ids import Ids
 
     ids = Ids(BASE)
     x = ids.data(REFERENCE_SHA)
@@ -276,7 +276,7 @@ def pct(samples: list[float], q: float) -> float:
 def bench_embedded(home: Path, qs: dict[str, str], n: int) -> dict[str, Any]:
     import pyoxigraph as ox
 
-    from provenance.store import EmbeddedStore
+    from twinprov.provenance.store import EmbeddedStore
 
     out: dict[str, Any] = {}
     t = time.perf_counter()
@@ -385,7 +385,7 @@ def bench_rdflib(home: Path, qs: dict[str, str], n: int, limit_s: int) -> dict[s
     import pyoxigraph as ox
     import rdflib
 
-    from provenance.store import EmbeddedStore
+    from twinprov.provenance.store import EmbeddedStore
 
     dump = home / "dump.nq"
     with EmbeddedStore(home / "graph-store").open() as store:

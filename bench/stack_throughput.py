@@ -9,7 +9,7 @@
    which, unlike wall time, other programs on the machine hardly change: on a shared machine,
    the CPU ratio on/off is the steadier estimate of the throughput ratio.
 2. **Catch-up rate** into the Oxigraph server, in triples per second: the graphs are dropped from
-   the server, the ledger marks the runs pending, and ``provenance.publish.catch_up`` (what
+   the server, the ledger marks the runs pending, and ``twinprov.app.publish.catch_up`` (what
    ``twinprov publish --pending`` and every query do) loads them back (goal >= 100k/s).
 
     python bench/stack_throughput.py [--runs 10] [--rounds 2] [--catchup-runs 400] [--no-catchup]
@@ -107,7 +107,7 @@ def catch_up_rate(stack: Stack, copies: int, reps: int = 3) -> float:
     server and every run pending in the ledger, time (best of ``reps``) and count the CPU
     seconds (this process + Oxigraph + PostgreSQL) of:
 
-    * ``catch_up``: ``provenance.publish.catch_up`` (the figure of the goal);
+    * ``catch_up``: ``twinprov.app.publish.catch_up`` (the figure of the goal);
     * ``per-run (old)``: what ``catch_up`` did before batching, one GSP ``PUT`` and one ledger
       ``UPDATE`` per run;
     * the graph store's share alone: ``replace_graphs`` in ``catch_up``'s batches, and one
@@ -125,10 +125,10 @@ def catch_up_rate(stack: Stack, copies: int, reps: int = 3) -> float:
     import httpx
     from sqlalchemy import update
 
-    from provenance.ids import Ids
-    from provenance.ledger import Ledger, runs
-    from provenance.publish import CATCH_UP_BATCH_RUNS, catch_up
-    from provenance.store import open_store
+    from twinprov.app.publish import CATCH_UP_BATCH_RUNS, catch_up
+    from twinprov.provenance.ids import Ids
+    from twinprov.provenance.ledger import Ledger, runs
+    from twinprov.provenance.store import open_store
 
     settings = stack.settings()
     led = Ledger(stack.ledger_url)
@@ -242,7 +242,7 @@ def catch_up_rate(stack: Stack, copies: int, reps: int = 3) -> float:
     new, old = results["catch_up (batched)"], results["per-run (old catch_up)"]
     rate = new[0] / new[1]
     print(
-        f"catch-up (provenance.publish.catch_up): {rate:,.0f} triples/s (goal >= 100,000), "
+        f"catch-up (twinprov.app.publish.catch_up): {rate:,.0f} triples/s (goal >= 100,000), "
         f"{old[1] / new[1]:.1f}x the per-run catch-up in time, {old[2] / new[2]:.1f}x in CPU"
     )
     return rate

@@ -30,8 +30,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from validation.run import validate_file  # noqa: E402
-from validation.suites import load_suite  # noqa: E402
+from twinprov.validation.run import validate_file  # noqa: E402
+from twinprov.validation.suites import load_suite  # noqa: E402
 
 STATIONS = ["aosta", "bolzano", "chur", "innsbruck", "grenoble", "lugano", "salzburg"]
 SUITE = [

@@ -1,2 +1,2 @@
-"""twinprov's Airflow DAG side (installed as ``twinprov_dags``): the spec → DAG factory, the
+"""twinprov's Airflow DAG side (installed as ``twinprov.dags``): the spec → DAG factory, the
 operators, and the workflow specs of the demo. Thin: the real work happens in ``provenance``."""

@@ -8,9 +8,9 @@ from typing import Any
 
 from airflow.sdk import DAG, Param
 
-from provenance.errors import TwinprovError
-from provenance.spec import PUBLISH_TASK_ID, RERUN_PARAM, WorkflowSpec, load_spec
-from twinprov_dags.operators import LocalStepOperator, PublishOperator, ValidateOutputOperator
+from twinprov.dags.operators import LocalStepOperator, PublishOperator, ValidateOutputOperator
+from twinprov.provenance.errors import TwinprovError
+from twinprov.provenance.spec import PUBLISH_TASK_ID, RERUN_PARAM, WorkflowSpec, load_spec
 
 DAG_FILE = Path(__file__).with_name("twinprov_workflows.py")
 WORKFLOWS_DIR = Path(__file__).with_name("workflows")
@@ -99,7 +99,7 @@ def build_dag(spec_path: Path, backend: str | None = None, *, reproduce: bool = 
                     task_id=step.id, spec_path=str(spec_path), step_id=step.id, **extra
                 )
             else:
-                from twinprov_dags.kube import kube_step_operator
+                from twinprov.dags.kube import kube_step_operator
 
                 op = kube_step_operator(
                     spec, step, spec_path=str(spec_path), target=target, task_id=step.id, **extra

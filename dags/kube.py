@@ -62,11 +62,11 @@ from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
-from provenance import stepwrap
-from provenance.errors import SpecError, SpecIssue, TwinprovError
-from provenance.spec import Hpc, Kubernetes, Step, WorkflowSpec, load_spec, render
-from provenance.workspace import workspace_dir
-from twinprov_dags.operators import step_values
+from twinprov.dags.operators import step_values
+from twinprov.provenance import stepwrap
+from twinprov.provenance.errors import SpecError, SpecIssue, TwinprovError
+from twinprov.provenance.spec import Hpc, Kubernetes, Step, WorkflowSpec, load_spec, render
+from twinprov.provenance.workspace import workspace_dir
 
 KubeTarget = Literal["kubernetes", "interlink"]
 
@@ -118,7 +118,7 @@ class KubeSettings:
     @classmethod
     def load(cls) -> KubeSettings:
         """Read the settings (environment > ``airflow.cfg`` > defaults)."""
-        from provenance.config import setting as get
+        from twinprov.provenance.config import setting as get
 
         timeout = get("interlink_startup_timeout_seconds")
         ensure = get("kube_ensure_stepwrap_configmap")
@@ -566,8 +566,8 @@ class KubeStepOperator(KubernetesPodOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
         step = self._twinprov_step
-        from provenance.config import Settings
-        from twinprov_dags.operators import run_params
+        from twinprov.dags.operators import run_params
+        from twinprov.provenance.config import Settings
 
         self.configure_run(run_params(Settings.load(), ti.dag_id, context), ti.dag_id, ti.run_id)
         self.twinprov_manifest = None

@@ -12,14 +12,14 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from provenance import stepwrap
-from provenance.config import Settings
-from provenance.environment import python_environment
-from provenance.errors import TwinprovError
-from provenance.publish import publish_run
-from provenance.spec import Step, WorkflowSpec, render
-from provenance.stepenv import base_environment
-from provenance.workspace import stage_input, staged_input_path, workspace_dir
+from twinprov.app.publish import publish_run
+from twinprov.provenance import stepwrap
+from twinprov.provenance.config import Settings
+from twinprov.provenance.environment import python_environment
+from twinprov.provenance.errors import TwinprovError
+from twinprov.provenance.spec import Step, WorkflowSpec, render
+from twinprov.provenance.stepenv import base_environment
+from twinprov.provenance.workspace import stage_input, staged_input_path, workspace_dir
 
 
 def step_values(
@@ -43,7 +43,7 @@ def step_values(
 
 def run_params(settings: Settings, dag_id: str, context: Any) -> dict[str, Any]:
     """The params this run really uses: for a rerun (``rerun_of``), the original's values."""
-    from provenance.rerun import effective_params
+    from twinprov.app.rerun import effective_params
 
     try:
         return effective_params(settings, dag_id, dict(context["params"]))
@@ -53,8 +53,8 @@ def run_params(settings: Settings, dag_id: str, context: Any) -> dict[str, Any]:
 
 def mlflow_environment(settings: Settings, ti: Any, log: Any) -> dict[str, str]:
     """Tracking URI, experiment and identity for a step that logs to MLflow."""
-    from provenance.ids import Ids
-    from ro_crates.mlflow_links import ensure_experiment, step_environment
+    from twinprov.provenance.ids import Ids
+    from twinprov.ro_crates.mlflow_links import ensure_experiment, step_environment
 
     try:
         ensure_experiment(settings.mlflow_tracking_uri, ti.dag_id, settings.mlflow_artifacts)
@@ -125,7 +125,7 @@ class LocalStepOperator(BaseOperator):
     @property
     def twinprov_static(self) -> dict[str, Any]:
         """Facts known before running: target, image as written, environment."""
-        from provenance.spec import load_spec
+        from twinprov.provenance.spec import load_spec
 
         spec = load_spec(self.spec_path)
         step = spec.step(self.step_id)
@@ -136,7 +136,7 @@ class LocalStepOperator(BaseOperator):
         }
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from provenance.spec import load_spec
+        from twinprov.provenance.spec import load_spec
 
         spec = load_spec(self.spec_path)
         step = spec.step(self.step_id)
@@ -262,8 +262,8 @@ def producer_output(
 ) -> dict:
     """The output record (path, sha256, …) of the producer's latest successful try, from the
     ledger — the bytes the validation must be about."""
-    from provenance.ledger import Ledger
-    from provenance.prov_model import collapse_tries
+    from twinprov.provenance.ledger import Ledger
+    from twinprov.provenance.prov_model import collapse_tries
 
     tries = [
         t
@@ -300,9 +300,9 @@ class ValidateOutputOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         import hashlib
 
-        from provenance.spec import load_spec
-        from provenance.workspace import run_dir
-        from validation import load_suite, validate_file
+        from twinprov.provenance.spec import load_spec
+        from twinprov.provenance.workspace import run_dir
+        from twinprov.validation import load_suite, validate_file
 
         spec = load_spec(self.spec_path)
         out = next(o for o in spec.step(self.step_id).outputs if o.name == self.output_name)

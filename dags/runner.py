@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provenance.config import airflow_home, twinprov_home
+from twinprov.provenance.config import airflow_home, twinprov_home
 
 DAGS_DIR = Path(__file__).resolve().parent
 
@@ -67,14 +67,14 @@ def workflow_path(name: str) -> Path:
 
 def load_workflow_dag(name: str, backend: str | None = None, reproduce: bool = False) -> Any:
     """The DAG of a workflow by name (or spec path)."""
-    from twinprov_dags.factory import build_dag
+    from twinprov.dags.factory import build_dag
 
     path = workflow_path(name)
     if Path(name).suffix:
         # dag.test() parses the DAGs folder: let the DAG file see this spec's folder
         os.environ["TWINPROV_WORKFLOWS_DIR"] = str(path.resolve().parent)
     if not path.is_file():
-        from provenance.errors import RunNotFoundError
+        from twinprov.provenance.errors import RunNotFoundError
 
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise RunNotFoundError(f"no workflow '{name}' (known: {', '.join(known) or 'none'})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from twinprov_dags.factory import workflow_dags
+from twinprov.dags.factory import workflow_dags
 
 _folder = Path(os.environ.get("TWINPROV_WORKFLOWS_DIR", Path(__file__).with_name("workflows")))
 globals().update(workflow_dags(_folder))

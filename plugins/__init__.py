@@ -1,1 +1,1 @@
-"""twinprov's Airflow plugin (installed as ``twinprov_airflow``): registration and the listener."""
+"""twinprov's Airflow plugin (installed as ``twinprov.airflow``): registration and the listener."""

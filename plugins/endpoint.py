@@ -12,7 +12,7 @@
 Every route needs an authenticated Airflow user (bearer JWT from ``/auth/token`` or the UI's
 session cookie). Read-only; limits from ``[twinprov]``; an answer cut at the row cap or the time
 limit says so in ``X-Twinprov-Cut`` (``row-cap`` / ``time-limit``). The HTML pages are in
-:mod:`twinprov_airflow.pages`.
+:mod:`twinprov.airflow.pages`.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
-from provenance.errors import QueryError, StoreError
-from provenance.sparql_guard import (
+from twinprov.airflow.access import ApiUser, LoginRequired, login_url, readable_dags
+from twinprov.airflow.forward import UpstreamError
+from twinprov.airflow.service import service
+from twinprov.provenance.errors import QueryError, StoreError
+from twinprov.provenance.sparql_guard import (
     NotAcceptableError,
     QueryRefusedError,
     Rendered,
     TimeLimitError,
 )
-from twinprov_airflow.access import ApiUser, LoginRequired, login_url, readable_dags
-from twinprov_airflow.forward import UpstreamError
-from twinprov_airflow.service import service
 
 QUERY_MEDIA_TYPE = "application/sparql-query"
 UPDATE_MEDIA_TYPE = "application/sparql-update"
@@ -198,8 +198,8 @@ async def _protocol_request(request: Request) -> tuple[str, list[str], list[str]
 
 def create_app() -> FastAPI:
     """The app the plugin mounts (routes need no store or settings until called)."""
-    from twinprov_airflow.pages import router as pages_router
-    from twinprov_airflow.pages import static_files
+    from twinprov.airflow.pages import router as pages_router
+    from twinprov.airflow.pages import static_files
 
     app = FastAPI(
         title="twinprov provenance",

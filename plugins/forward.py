@@ -23,9 +23,10 @@ from collections.abc import Iterator
 import httpx
 import pyoxigraph as ox
 
-from provenance.errors import QueryError, StoreError
-from provenance.ids import Ids
-from provenance.sparql_guard import (
+from twinprov.airflow.graph_worker import QueryRequest
+from twinprov.provenance.errors import QueryError, StoreError
+from twinprov.provenance.ids import Ids
+from twinprov.provenance.sparql_guard import (
     QueryRefusedError,
     Rendered,
     TimeLimitError,
@@ -34,7 +35,6 @@ from provenance.sparql_guard import (
     render,
     render_lines,
 )
-from twinprov_airflow.graph_worker import QueryRequest
 
 
 class UpstreamError(QueryError):
@@ -57,8 +57,8 @@ class Forwarder:
         """Run graphs of every recorded DAG, from the ledger (read again after a few seconds)."""
         from sqlalchemy import select
 
-        from provenance.ledger import Ledger
-        from provenance.ledger import runs as runs_table
+        from twinprov.provenance.ledger import Ledger
+        from twinprov.provenance.ledger import runs as runs_table
 
         now = time.monotonic()
         if self._map is not None and now - self._map[0] < self._MAP_TTL_S:

@@ -12,10 +12,10 @@ Imports no Airflow (it runs the provenance core only). Why a separate process:
   backoff for ``store_wait_s`` seconds, then the endpoint answers 503 "store busy, retry". A
   publish task that finds the store held by this child leaves its run pending in the ledger
   (DESIGN: the store is an index of the ledger): before every query the child loads every pending
-  run (:func:`provenance.publish.catch_up`), so nothing published is missing from an answer.
+  run (:func:`twinprov.app.publish.catch_up`), so nothing published is missing from an answer.
 * **Permissions** are applied inside the child, to the graphs the store really holds: the parent
   sends the DAG ids the user may read, the child keeps only the run graphs of those DAGs (see
-  :func:`provenance.sparql_guard.choose_dataset`).
+  :func:`twinprov.provenance.sparql_guard.choose_dataset`).
 
 The parent (:class:`GraphWorker`) talks to the child over its stdin/stdout, one request at a time,
 with length-prefixed pickles (both ends are this module, in processes of one deployment).
@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote
 
-from provenance.errors import QueryError, StoreError
-from provenance.sparql_guard import (
+from twinprov.provenance.errors import QueryError, StoreError
+from twinprov.provenance.sparql_guard import (
     CheckedQuery,
     MalformedQueryError,
     NotAcceptableError,
@@ -63,7 +63,8 @@ _GRACE_S = 1.0
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """What the child needs: where things are (from :class:`provenance.config.Settings`) and how
+    """What the child needs: where things are (from :class:`twinprov.provenance.config.Settings`)
+    and how
     long to wait for, and to keep, the store."""
 
     home: str
@@ -141,7 +142,7 @@ class GraphWorker:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "twinprov_airflow.graph_worker"],
+            [sys.executable, "-m", "twinprov.airflow.graph_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
@@ -232,9 +233,9 @@ class _Owner:
     """The store and what the child knows about it, between queries."""
 
     def __init__(self, config: WorkerConfig) -> None:
-        from provenance.config import Settings
-        from provenance.ids import Ids
-        from provenance.store import EmbeddedStore
+        from twinprov.provenance.config import Settings
+        from twinprov.provenance.ids import Ids
+        from twinprov.provenance.store import EmbeddedStore
 
         self.config = config
         self.settings = Settings(
@@ -318,7 +319,7 @@ class _Owner:
         the ledger has not changed since the last look (nothing new can be pending)."""
         from sqlalchemy import func, or_, select
 
-        from provenance.ledger import runs as runs_table
+        from twinprov.provenance.ledger import runs as runs_table
 
         t = runs_table
         stmt = select(func.count(), func.max(t.c.published_at)).where(
@@ -332,7 +333,7 @@ class _Owner:
 
     def catch_up(self) -> None:
         """Load every run published since the store last saw the ledger."""
-        from provenance.publish import catch_up
+        from twinprov.app.publish import catch_up
 
         pending = self._pending()
         if pending is None:
@@ -438,7 +439,7 @@ def _serve(config: WorkerConfig, fd_in: int, out: IO[bytes]) -> None:
 
 
 def main() -> None:
-    """Entry point of the child (``python -m twinprov_airflow.graph_worker``)."""
+    """Entry point of the child (``python -m twinprov.airflow.graph_worker``)."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # anything printed goes to stderr, never into the replies
@@ -452,6 +453,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     # run the importable module, not this __main__ copy, so that pickled classes are the same
-    from twinprov_airflow.graph_worker import main as _main
+    from twinprov.airflow.graph_worker import main as _main
 
     _main()

@@ -15,8 +15,8 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
-from provenance.config import Settings
-from provenance.ledger import TaskEvent, record_event
+from twinprov.provenance.config import Settings
+from twinprov.provenance.ledger import TaskEvent, record_event
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +62,20 @@ def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
     except Exception as e:  # the context is a convenience, never a reason to lose the event
         info["params_error"] = str(e)
     else:
-        from provenance.spec import RERUN_PARAM
+        from twinprov.provenance.spec import RERUN_PARAM
 
         if RERUN_PARAM in info["params"] and info["params"][RERUN_PARAM] is None:
             info["params"][RERUN_PARAM] = ""  # the form's empty (null) field: not a rerun
         if info["params"].get(RERUN_PARAM):
             try:  # a rerun uses the original's values: record those
-                from provenance.rerun import effective_params
+                from twinprov.app.rerun import effective_params
 
                 info["params"] = effective_params(settings, ti.dag_id, info["params"])
             except Exception as e:
                 info["params_error"] = f"rerun_of: {e}"
     spec_path = getattr(task, "spec_path", None)
     if spec_path:
-        from provenance.spec import load_spec, spec_digest
+        from twinprov.provenance.spec import load_spec, spec_digest
 
         info["spec_path"] = spec_path
         info["spec_sha256"] = spec_digest(spec_path)
@@ -85,7 +85,7 @@ def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
 
 def _snapshot_spec(ti: Any, run_info: dict[str, Any], settings: Settings) -> None:
     """Keep the exact spec bytes the run started from (the spec file may be edited later)."""
-    from provenance.workspace import snapshot_spec
+    from twinprov.provenance.workspace import snapshot_spec
 
     if run_info.get("spec_path"):
         snapshot_spec(
@@ -162,7 +162,7 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
             return
         ev, run_info = built
         if run_info.get("spec_path"):
-            from provenance.workspace import spec_snapshot_path
+            from twinprov.provenance.workspace import spec_snapshot_path
 
             run_info["spec_snapshot"] = str(
                 spec_snapshot_path(settings.runs_dir, ev.dag_id, ev.run_id, run_info["spec_path"])
@@ -201,20 +201,20 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any 
 # process is a fork of a worker: imported here, they are imported once per scheduler instead of
 # once per task (import time is CPU that the task processes of a busy host compete for).
 _PRELOAD_COMMON = (  # twinprov's own core: every task of a twinprov DAG imports it (operators)
-    "provenance.environment",
-    "provenance.publish",
-    "provenance.rerun",
-    "provenance.spec",
-    "provenance.workspace",
+    "twinprov.provenance.environment",
+    "twinprov.app.publish",
+    "twinprov.app.rerun",
+    "twinprov.provenance.spec",
+    "twinprov.provenance.workspace",
 )
 _PRELOAD_CAPTURE = (  # only the capture and the publication use these
     "prov.serializers.provjson",
     "prov.serializers.provrdf",
     "rdflib.plugins.serializers.turtle",
-    "provenance.remote_store",
-    "ro_crates.assemble",
-    "ro_crates.crate",
-    "ro_crates.stac",
+    "twinprov.provenance.remote_store",
+    "twinprov.ro_crates.assemble",
+    "twinprov.ro_crates.crate",
+    "twinprov.ro_crates.stac",
 )
 
 
@@ -236,12 +236,12 @@ def _preload() -> None:
             log.debug("twinprov: preloading %s failed: %s", name, e)
     if capture:
         try:  # computed (or read from their cache) once; task processes inherit them
-            from provenance.environment import python_environment
-            from provenance.ledger import warm_up
+            from twinprov.provenance.environment import python_environment
+            from twinprov.provenance.ledger import warm_up
 
             warm_up(Settings.load().ledger_url)
             python_environment()
-            from ro_crates.crate import preview_template
+            from twinprov.ro_crates.crate import preview_template
 
             preview_template()
         except Exception as e:

@@ -27,12 +27,12 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from provenance.ids import VOCAB, Ids
-from provenance.ledger import Ledger, RunRecord
-from twinprov_airflow.access import PageUser, readable_dags
-from twinprov_airflow.endpoint import answer_or_raise, cut_headers
-from twinprov_airflow.picture import PictureError, prov_svg
-from twinprov_airflow.service import service
+from twinprov.airflow.access import PageUser, readable_dags
+from twinprov.airflow.endpoint import answer_or_raise, cut_headers
+from twinprov.airflow.picture import PictureError, prov_svg
+from twinprov.airflow.service import service
+from twinprov.provenance.ids import VOCAB, Ids
+from twinprov.provenance.ledger import Ledger, RunRecord
 
 HERE = Path(__file__).resolve().parent
 router = APIRouter()
@@ -117,7 +117,7 @@ def _visible_run(user: Any, dag_id: str, run_id: str) -> RunRecord:
 
 
 def _summary(rec: RunRecord) -> dict[str, Any]:
-    from provenance.cli import run_summary
+    from twinprov.app.summary import run_summary
 
     return run_summary(service().settings, rec)
 
@@ -308,7 +308,7 @@ async def run_prov_file(dag_id: str, run_id: str, name: str, user: PageUser) -> 
     def find() -> Response:
         rec = _visible_run(user, dag_id, run_id)
         if name == "prov.jsonld":
-            from provenance.publish import export_run
+            from twinprov.app.publish import export_run
 
             text = export_run(service().settings, rec.dag_id, rec.run_id, "jsonld")
             return Response(text, media_type="application/ld+json")
@@ -407,7 +407,7 @@ async def run_validation_result(dag_id: str, run_id: str, index: int, user: Page
 
 
 def _examples(settings: Any, runs: list[RunRecord], summary: dict[str, Any] | None) -> list[Any]:
-    from provenance.cli import RUNS_USING_QUERY
+    from twinprov.app.summary import RUNS_USING_QUERY
 
     ids = Ids(settings.base_iri)
     outputs = [o for s in (summary or {}).get("steps") or [] for o in s.get("outputs") or []]

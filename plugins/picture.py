@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from provenance.errors import TwinprovError
+from twinprov.provenance.errors import TwinprovError
 
 _CACHE: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
 _CACHE_SIZE = 64

@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from twinprov_airflow import listener
+from twinprov.airflow import listener
 
 
 class _AppsOnFirstUse:
@@ -18,7 +18,7 @@ class _AppsOnFirstUse:
 
     def __get__(self, obj: object, owner: type | None = None) -> list[dict[str, Any]]:
         if self._apps is None:
-            from twinprov_airflow.endpoint import create_app
+            from twinprov.airflow.endpoint import create_app
 
             self._apps = [{"app": create_app(), "url_prefix": "/twinprov", "name": "twinprov"}]
         return self._apps

@@ -2,8 +2,8 @@
 
 One per API-server process, made on first use (never at import: the plugin is imported by every
 Airflow component). Queries go to the embedded store through its owner process
-(:mod:`twinprov_airflow.graph_worker`) or, when ``[twinprov] sparql_url`` is set, to that SPARQL
-server (:mod:`twinprov_airflow.forward`), after the same checks.
+(:mod:`twinprov.airflow.graph_worker`) or, when ``[twinprov] sparql_url`` is set, to that SPARQL
+server (:mod:`twinprov.airflow.forward`), after the same checks.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import threading
 import time
 from typing import Any
 
-from provenance.config import Settings
-from provenance.sparql_guard import Rendered, check_query
-from twinprov_airflow.forward import Forwarder
-from twinprov_airflow.graph_worker import GraphWorker, QueryRequest, WorkerConfig
-from twinprov_airflow.settings import EndpointSettings
+from twinprov.airflow.forward import Forwarder
+from twinprov.airflow.graph_worker import GraphWorker, QueryRequest, WorkerConfig
+from twinprov.airflow.settings import EndpointSettings
+from twinprov.provenance.config import Settings
+from twinprov.provenance.sparql_guard import Rendered, check_query
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ class ProvenanceService:
         """Every DAG with a recorded run."""
         from sqlalchemy import select
 
-        from provenance.ledger import Ledger
-        from provenance.ledger import runs as runs_table
+        from twinprov.provenance.ledger import Ledger
+        from twinprov.provenance.ledger import runs as runs_table
 
         rows = Ledger(self.settings.ledger_url).select_rows(select(runs_table.c.dag_id).distinct())
         return {row[0] for row in rows}
@@ -102,8 +102,8 @@ class ProvenanceService:
         if not self._catching_up.acquire(blocking=False):
             return 0
         try:
-            from provenance.publish import catch_up
-            from provenance.store import open_store
+            from twinprov.app.publish import catch_up
+            from twinprov.provenance.store import open_store
 
             with open_store(self.settings) as store:
                 loaded = catch_up(self.settings, store)

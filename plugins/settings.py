@@ -1,5 +1,6 @@
 """The endpoint's settings, from section ``[twinprov]`` (``AIRFLOW__TWINPROV__<KEY>`` environment
-variables first, then ``airflow.cfg``), read by :func:`provenance.config.setting` like every other
+variables first, then ``airflow.cfg``), read by :func:`twinprov.provenance.config.setting` like
+every other
 twinprov setting, and passed to the core as values.
 
 * ``query_time_limit_seconds`` (10): a query is cut, or stopped, after this long.
@@ -33,7 +34,7 @@ class EndpointSettings:
     @classmethod
     def from_airflow(cls) -> EndpointSettings:
         """Read ``[twinprov]`` (environment > ``airflow.cfg`` > defaults)."""
-        from provenance.config import setting as get
+        from twinprov.provenance.config import setting as get
 
         d = cls()
         return cls(

@@ -1,4 +1,2 @@
-"""twinprov's provenance core: workflow specs, the ledger, PROV documents, the graph store and
-the command line. Imports no Airflow."""
-
-__version__ = "0.1.0"
+"""twinprov's provenance core: the run record, workflow specs, the ledger, identifiers, settings,
+the graph store and the PROV writer. Imports no Airflow and nothing above it."""

@@ -6,8 +6,8 @@ embedded ledger, graph store and run folders. The core never reads settings itse
 a :class:`Settings` and pass its values down.
 
 Keys of ``[twinprov]`` read into :class:`Settings` (the SPARQL endpoint's limits and the pod
-settings are read through :func:`setting` too, by ``twinprov_airflow.settings`` and
-``twinprov_dags.kube``):
+settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` and
+``twinprov.dags.kube``):
 
 * ``ledger_url``: any SQLAlchemy URL (default: SQLite under ``TWINPROV_HOME``), e.g.
   ``postgresql+psycopg2://twinprov:…@postgres:5432/twinprov``.

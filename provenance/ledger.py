@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from provenance.errors import LedgerError
+from twinprov.provenance.errors import LedgerError
 
 log = logging.getLogger(__name__)
 

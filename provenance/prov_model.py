@@ -22,8 +22,8 @@ from prov.constants import PROV_LABEL, PROV_LOCATION, PROV_TYPE, PROV_VALUE
 from prov.identifier import Identifier
 from prov.model import ProvDocument, QualifiedName
 
-from provenance.ids import VOCAB, Ids
-from provenance.ledger import TaskEvent
+from twinprov.provenance.ids import VOCAB, Ids
+from twinprov.provenance.ledger import TaskEvent
 
 _FINAL = ("success", "failed", "skipped", "up_for_retry", "upstream_failed")
 INTERRUPTED = "interrupted"

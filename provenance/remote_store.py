@@ -1,6 +1,7 @@
 """The graph store as a SPARQL 1.1 server: Oxigraph server (``oxigraph serve``), Fuseki, GraphDB…
 
-The same four operations as the embedded store (:class:`provenance.store.EmbeddedStore`), over
+The same four operations as the embedded store (:class:`twinprov.provenance.store.EmbeddedStore`),
+over
 HTTP:
 
 * :meth:`SparqlStore.replace_graph` sends the run's Turtle with one Graph Store Protocol ``PUT``
@@ -22,9 +23,10 @@ HTTP:
   ``QueryTriples``), parsed by pyoxigraph's own parsers: callers cannot tell the two stores apart.
 * :meth:`SparqlStore.graph_size` and :meth:`SparqlStore.graphs` are SPARQL queries.
 
-Every failure to reach the server, or a server error, is a :class:`~provenance.errors.StoreError`
+Every failure to reach the server, or a server error, is a
+:class:`~twinprov.provenance.errors.StoreError`
 (so a publication leaves its run pending in the ledger, to be caught up later); a query the server
-rejects as malformed is a :class:`~provenance.errors.QueryError`. No Airflow here.
+rejects as malformed is a :class:`~twinprov.provenance.errors.QueryError`. No Airflow here.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pyoxigraph as ox
 
-from provenance.errors import QueryError, StoreError
+from twinprov.provenance.errors import QueryError, StoreError
 
 _RESULTS_JSON = "application/sparql-results+json"
 _NTRIPLES = "application/n-triples"

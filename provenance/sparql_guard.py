@@ -63,7 +63,7 @@ from typing import IO, Any, Literal, cast
 
 import pyoxigraph as ox
 
-from provenance.errors import QueryError
+from twinprov.provenance.errors import QueryError
 
 Kind = Literal["results", "graph"]
 Cut = Literal["row-cap", "time-limit"]

@@ -45,7 +45,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from provenance.errors import SpecError, SpecIssue
+from twinprov.provenance.errors import SpecError, SpecIssue
 
 Target = Literal["local", "kubernetes", "interlink"]
 ParamType = Literal["string", "integer", "number", "boolean"]
@@ -263,8 +263,9 @@ class WorkflowSpec(_Model):
 
     def with_target(self, target: Target) -> WorkflowSpec:
         """The same workflow with every step on ``target`` (re-checked: images may be needed)."""
-        data = self.model_dump(by_alias=True, exclude_none=True)
-        data["defaults"]["target"] = target
+        # exclude_unset: a default written back would read as set (``field`` of a secret)
+        data = self.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
+        data.setdefault("defaults", {})["target"] = target
         for step in data["steps"]:
             step.pop("target", None)
         spec = WorkflowSpec.model_validate(data)

@@ -5,10 +5,11 @@ Two kinds, with the same four operations (:class:`GraphStore`), chosen in one pl
 
 * the embedded store (default), pyoxigraph on disk. It has one owner process at a time
   (pyoxigraph's own rule), so it is opened for one operation and closed straight after; a second
-  process that finds it locked gets a :class:`~provenance.errors.StoreError` naming the cause, and
+  process that finds it locked gets a :class:`~twinprov.provenance.errors.StoreError` naming the
+  cause, and
   the ledger keeps the provenance until a later catch-up;
 * a SPARQL 1.1 server (``[twinprov] sparql_url`` + ``sparql_gsp_url``; see
-  :mod:`provenance.remote_store`), for deployments where many processes publish and query.
+  :mod:`twinprov.provenance.remote_store`), for deployments where many processes publish and query.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 import pyoxigraph as ox
 
-from provenance.errors import QueryError, StoreError
+from twinprov.provenance.errors import QueryError, StoreError
 
 
 class GraphStore(Protocol):
@@ -147,7 +148,7 @@ def open_store(settings: Any) -> AbstractContextManager[Any]:
     query_url = str(getattr(settings, "sparql_url", "") or "")
     gsp_url = str(getattr(settings, "sparql_gsp_url", "") or "")
     if query_url or gsp_url:
-        from provenance.remote_store import SparqlStore
+        from twinprov.provenance.remote_store import SparqlStore
 
         timeout = float(getattr(settings, "sparql_timeout_s", 60.0) or 60.0)
         return SparqlStore(query_url, gsp_url, timeout_s=timeout).open()

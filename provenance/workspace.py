@@ -16,8 +16,8 @@ __all__ = [
 import re
 from pathlib import Path
 
-from provenance.errors import WorkspaceError
-from provenance.stepwrap import PathEscapeError, resolve_inside
+from twinprov.provenance.errors import WorkspaceError
+from twinprov.provenance.stepwrap import PathEscapeError, resolve_inside
 
 
 def run_slug(run_id: str) -> str:
@@ -57,7 +57,7 @@ def snapshot_spec(
     import shutil
     import tempfile
 
-    from provenance.spec import parse_spec, workflow_files
+    from twinprov.provenance.spec import parse_spec, workflow_files
 
     dest = spec_snapshot_path(runs_root, dag_id, run_id, spec_path)
     if dest.is_file():

@@ -1,4 +1,4 @@
-"""The ledger and the workflow spec → a :class:`~ro_crates.model.CrateInput`.
+"""The ledger and the workflow spec → a :class:`~twinprov.ro_crates.model.CrateInput`.
 
 Reads only: the run's events (the publish task's own events left out), the run record, the spec
 file the run was started from and the files its steps run. Nothing here imports Airflow.
@@ -6,25 +6,26 @@ file the run was started from and the files its steps run. Nothing here imports 
 
 from __future__ import annotations
 
+from twinprov import __version__
+
 __all__ = ["crate_input_from_ledger", "media_type_of", "twinprov_version", "workflow_info"]
 
 import logging
 import mimetypes
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from provenance.config import Settings
-from provenance.errors import RunNotFoundError, SpecError
-from provenance.ids import Ids
-from provenance.ledger import Ledger, RunRecord, TaskEvent
-from provenance.prov_model import StepTry, collapse_tries, run_state
-from provenance.spec import WorkflowSpec, load_spec, placeholders, render, workflow_files
-from provenance.workspace import run_dir
-from ro_crates.errors import CrateInputError, SpecChangedError
-from ro_crates.hashing import sha256_file
-from ro_crates.model import (
+from twinprov.provenance.config import Settings
+from twinprov.provenance.errors import RunNotFoundError, SpecError
+from twinprov.provenance.ids import Ids
+from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
+from twinprov.provenance.prov_model import StepTry, collapse_tries, run_state
+from twinprov.provenance.spec import WorkflowSpec, load_spec, placeholders, render, workflow_files
+from twinprov.provenance.workspace import run_dir
+from twinprov.ro_crates.errors import CrateInputError, SpecChangedError
+from twinprov.ro_crates.hashing import sha256_file
+from twinprov.ro_crates.model import (
     CrateInput,
     FileRecord,
     MlflowRunRef,
@@ -44,7 +45,7 @@ from ro_crates.model import (
 log = logging.getLogger(__name__)
 
 PUBLISH_ROLE = "publish"
-"""Payload role of the publish task's events (same value as ``provenance.publish``)."""
+"""Payload role of the publish task's events (same value as ``twinprov.app.publish``)."""
 
 _WORKFLOW_DIR = "${workflow_dir}/"
 _MEDIA_TYPES = {
@@ -70,12 +71,7 @@ def media_type_of(path: str | Path) -> str:
 
 def twinprov_version() -> str:
     """The installed twinprov version."""
-    try:
-        return metadata.version("twinprov")
-    except metadata.PackageNotFoundError:
-        from provenance import __version__
-
-        return __version__
+    return __version__
 
 
 def _step_params(texts: list[str]) -> tuple[str, ...]:
@@ -301,7 +297,8 @@ def crate_input_from_ledger(
     *,
     already_read: tuple[RunRecord, list[TaskEvent]] | None = None,
 ) -> CrateInput:
-    """Everything the ledger knows about one run, ready for :func:`ro_crates.crate.build_crate`.
+    """Everything the ledger knows about one run, ready for
+    :func:`twinprov.ro_crates.crate.build_crate`.
 
     Events of the publish task are left out; spooled events are ingested first, as the
     other readers of the ledger do. A caller that has just read the run and its events (the

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ro_crates.errors import ConformanceError
+from twinprov.ro_crates.errors import ConformanceError
 
 _DATA = Path(__file__).with_name("data") / "jsonld-contexts"
 _INSTALL_HINT = "install it with: pip install 'roc-validator>=0.13,<0.14'"

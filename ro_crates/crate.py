@@ -58,11 +58,11 @@ from rocrate.model.metadata import Metadata
 from rocrate.model.preview import Preview
 from rocrate.rocrate import ROCrate
 
-from provenance.ids import VOCAB, CrateIds
-from ro_crates.errors import CrateInputError, CrateWriteError, SpecChangedError
-from ro_crates.hashing import FileDigest, default_workers, hash_files
-from ro_crates.images import parse_image
-from ro_crates.model import CrateInput, FileRecord, StepSpec, TaskTry
+from twinprov.provenance.ids import VOCAB, CrateIds
+from twinprov.ro_crates.errors import CrateInputError, CrateWriteError, SpecChangedError
+from twinprov.ro_crates.hashing import FileDigest, default_workers, hash_files
+from twinprov.ro_crates.images import parse_image
+from twinprov.ro_crates.model import CrateInput, FileRecord, StepSpec, TaskTry
 
 log = logging.getLogger(__name__)
 
@@ -1416,7 +1416,7 @@ def build_crate(data: CrateInput, dest: Path, *, copy_threshold_bytes: int = 10 
     run are described without a payload.
 
     Args:
-        data: what the run did (see :func:`ro_crates.assemble.crate_input_from_ledger`).
+        data: what the run did (see :func:`twinprov.ro_crates.assemble.crate_input_from_ledger`).
         dest: the crate folder to create or replace.
         copy_threshold_bytes: largest file copied into the crate.
 

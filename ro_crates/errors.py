@@ -1,4 +1,5 @@
-"""Errors of the crate builders. Every one is a :class:`~provenance.errors.TwinprovError`."""
+"""Errors of the crate builders. Every one is a
+:class:`~twinprov.provenance.errors.TwinprovError`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ __all__ = [
     "SpecChangedError",
 ]
 
-from provenance.errors import TwinprovError
+from twinprov.provenance.errors import TwinprovError
 
 
 class CrateError(TwinprovError):

@@ -2,7 +2,8 @@
 
 Registered through MLflow's ``mlflow.run_context_provider`` entry point, so any
 ``mlflow.start_run()`` in a step's own code carries the step's identity. Kept apart from
-:mod:`ro_crates.mlflow_links` so that MLflow loading its plugins never imports half a module.
+:mod:`twinprov.ro_crates.mlflow_links` so that MLflow loading its plugins never imports half a
+module.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ publication by that tag, recorded in PROV and the crate, and tagged back with th
 and the PROV run IRI.
 
 A step declared ``mlflow: true`` gets ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME`` and its
-identity (``TWINPROV_*``) in its environment; :class:`ro_crates.mlflow_context.TwinprovRunContext`
+identity (``TWINPROV_*``) in its environment;
+:class:`twinprov.ro_crates.mlflow_context.TwinprovRunContext`
 (registered through MLflow's ``mlflow.run_context_provider`` entry point) then tags every MLflow
 run the step starts, without the step's code knowing about twinprov.
 """

@@ -1,7 +1,9 @@
 """What one run's crate says, as plain frozen records (no Airflow, no ``rocrate``).
 
-:func:`ro_crates.assemble.crate_input_from_ledger` fills a :class:`CrateInput` from the ledger and
-the workflow spec; :func:`ro_crates.crate.build_crate` turns it into a Provenance Run Crate. Tests
+:func:`twinprov.ro_crates.assemble.crate_input_from_ledger` fills a :class:`CrateInput` from the
+ledger and
+the workflow spec; :func:`twinprov.ro_crates.crate.build_crate` turns it into a Provenance Run
+Crate. Tests
 and other producers (a rerun, an import) may build a :class:`CrateInput` by hand.
 
 Times are ISO 8601 strings as the ledger records them; paths are absolute.
@@ -268,4 +270,4 @@ class CrateInput:
     stac_items: tuple[StacItemRef, ...] = ()
     mlflow_runs: tuple[MlflowRunRef, ...] = ()
     verdict: Mapping[str, Any] | None = None
-    """Reproducibility verdict of a rerun (see provenance.rerun)."""
+    """Reproducibility verdict of a rerun (see twinprov.app.rerun)."""

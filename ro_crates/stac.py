@@ -27,7 +27,7 @@ from typing import Any
 import pystac
 from pystac.extensions.file import FileExtension
 
-from ro_crates.errors import CrateError
+from twinprov.ro_crates.errors import CrateError
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 _NETCDF = {"application/x-netcdf", "application/netcdf"}

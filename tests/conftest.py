@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from provenance.config import Settings
+from twinprov.provenance.config import Settings
 
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="twinprov-tests-"))
 os.environ["AIRFLOW_HOME"] = str(_SESSION_ROOT / "airflow")
@@ -84,3 +84,12 @@ def fresh_settings(tmp_path: Path, sparql_base: str = "") -> Settings:
 def settings(tmp_path: Path) -> Settings:
     """Settings of a fresh twinprov home under ``tmp_path``."""
     return fresh_settings(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Migrate the session's throw-away Airflow DB (real ``airflow db migrate`` code path)."""
+    from twinprov.dags.runner import ensure_database, prepare_environment
+
+    prepare_environment()
+    ensure_database()

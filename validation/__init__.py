@@ -2,12 +2,15 @@
 results as plain records bound to each output's sha256. Imports no Airflow.
 
 The public names are importable from here; they load on first use (``import validation`` stays
-cheap: pandas is imported with :mod:`validation.run`, Great Expectations on first validation).
+cheap: pandas is imported with :mod:`twinprov.validation.run`, Great Expectations on first
+validation).
 
-* :mod:`validation.suites` — :func:`load_suite`, :class:`SuiteSpec`, :func:`known_expectation_types`
-* :mod:`validation.run` — :func:`validate_file`, :class:`ValidationRecord`, :func:`gx_version`
-* :mod:`validation.report` — :func:`render_html`
-* :mod:`validation.errors` — :class:`TwinprovValidationError`, :class:`SuiteError`,
+* :mod:`twinprov.validation.suites` — :func:`load_suite`, :class:`SuiteSpec`,
+  :func:`known_expectation_types`
+* :mod:`twinprov.validation.run` — :func:`validate_file`, :class:`ValidationRecord`,
+  :func:`gx_version`
+* :mod:`twinprov.validation.report` — :func:`render_html`
+* :mod:`twinprov.validation.errors` — :class:`TwinprovValidationError`, :class:`SuiteError`,
   :class:`OutputReadError`
 """
 
@@ -30,16 +33,16 @@ __all__ = [
 ]
 
 _HOME = {
-    "OutputReadError": "validation.errors",
-    "SuiteError": "validation.errors",
-    "TwinprovValidationError": "validation.errors",
-    "SuiteSpec": "validation.suites",
-    "known_expectation_types": "validation.suites",
-    "load_suite": "validation.suites",
-    "ValidationRecord": "validation.run",
-    "gx_version": "validation.run",
-    "validate_file": "validation.run",
-    "render_html": "validation.report",
+    "OutputReadError": "twinprov.validation.errors",
+    "SuiteError": "twinprov.validation.errors",
+    "TwinprovValidationError": "twinprov.validation.errors",
+    "SuiteSpec": "twinprov.validation.suites",
+    "known_expectation_types": "twinprov.validation.suites",
+    "load_suite": "twinprov.validation.suites",
+    "ValidationRecord": "twinprov.validation.run",
+    "gx_version": "twinprov.validation.run",
+    "validate_file": "twinprov.validation.run",
+    "render_html": "twinprov.validation.report",
 }
 
 

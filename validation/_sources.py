@@ -13,7 +13,7 @@ Frames:
   data variable) whose dims are a subset of ``D``, broadcast — the layout of
   ``xarray.Dataset.to_dataframe()``, with the coordinates as ordinary columns. A 1-D
   coordinate therefore also has a frame of its own holding just its values (``(lat)``), which is
-  where an expectation naming only that coordinate runs (see :mod:`validation.run`).
+  where an expectation naming only that coordinate runs (see :mod:`twinprov.validation.run`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from validation.errors import OutputReadError
+from twinprov.validation.errors import OutputReadError
 
 CSV = "csv"
 PARQUET = "parquet"

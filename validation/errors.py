@@ -1,7 +1,9 @@
 """Errors of the validation core. Every error raised on purpose is a TwinprovValidationError.
 
-Bad *data* never raises: :func:`validation.run.validate_file` turns every problem with an output
-into a failed :class:`~validation.run.ValidationRecord`. Errors are for bad *declarations* (a
+Bad *data* never raises: :func:`twinprov.validation.run.validate_file` turns every problem with an
+output
+into a failed :class:`~twinprov.validation.run.ValidationRecord`. Errors are for bad *declarations*
+(a
 suite that cannot be used) and for the internal readers, whose errors ``validate_file`` catches.
 """
 

@@ -15,7 +15,8 @@ the attempt. The steps, in order:
    ``application/x-parquet``; ``application/x-netcdf`` / ``application/netcdf``). Other media
    types are *skipped* (``skipped=True``, ``success=False``) — not validated, not failed.
    CSV is read by pandas with its defaults (``NA``, ``NaN``, ``null``, empty... are missing).
-3. **Frames** (see ``validation._sources``): a table is one frame; a NetCDF file has one frame
+3. **Frames** (see ``twinprov.validation._sources``): a table is one frame; a NetCDF file has one
+   frame
    per distinct dimension tuple, with coordinates as columns. Each expectation runs on one
    frame: the smallest frame holding every column it names — so an expectation on ``lat``
    alone sees the 80 latitudes once each, one on ``spi`` sees every (time, lat, lon) cell, and a
@@ -26,7 +27,8 @@ the attempt. The steps, in order:
 5. **GX**: one run per frame in memory; or, for a frame of more than ``max_cells_in_memory``
    cells (rows x the columns its expectations need: column checks read only their columns,
    table-level checks read all), one run per chunk (rows of a table, slices of the first dimension
-   of a NetCDF grid) whose results are combined where that is sound (``validation._combine``);
+   of a NetCDF grid) whose results are combined where that is sound
+   (``twinprov.validation._combine``);
    if the frame has an expectation that cannot be combined, the record is skipped with the
    reason.
 
@@ -55,10 +57,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from validation import _combine, _sources
-from validation._gx import gx_version as _gx_version
-from validation.errors import OutputReadError
-from validation.suites import SuiteSpec
+from twinprov.validation import _combine, _sources
+from twinprov.validation._gx import gx_version as _gx_version
+from twinprov.validation.errors import OutputReadError
+from twinprov.validation.suites import SuiteSpec
 
 _COLUMN_KEYS = ("column", "column_A", "column_B")
 _COLUMN_LIST_KEYS = ("column_list",)
@@ -157,7 +159,7 @@ def validate_file(
         path: The output file.
         output: The output's name (recorded).
         media_type: The output's media type; picks the reader.
-        suite: The checked suite (:func:`validation.suites.load_suite`).
+        suite: The checked suite (:func:`twinprov.validation.suites.load_suite`).
         expected_sha256: The digest recorded when the output was produced; a different digest
             now fails the record without running GX. None: no comparison (digest still recorded).
         max_cells_in_memory: Largest frame (rows x columns) validated in one piece; larger
@@ -514,7 +516,7 @@ class _Run:
         self, frame: _sources.Frame, indices: list[int], results: dict[int, dict[str, Any]]
     ) -> ValidationRecord | None:
         """Validate one frame into ``results``; a record if the whole validation ends here."""
-        from validation._gx import run_expectations
+        from twinprov.validation._gx import run_expectations
 
         pairs = [(i, self.suite.expectations[i]) for i in indices]
         typed = {c for _, e in pairs if e["type"] in _TYPE_CHECKS for c in _named_columns(e)}

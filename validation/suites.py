@@ -10,7 +10,7 @@ A suite file has the GX 1.x suite JSON shape::
 ``expectation_type`` is accepted as an alias of ``type``. Keys GX writes when it exports a suite
 (``id``, ``notes``, ``description``, ``severity``, ``rendered_content`` on expectations; ``id``,
 ``meta``, ``notes`` on the suite) are accepted and ignored: they do not change a verdict. Any
-other key is a mistake and raises :class:`~validation.errors.SuiteError`.
+other key is a mistake and raises :class:`~twinprov.validation.errors.SuiteError`.
 
 Every expectation is checked when the suite is loaded, not when it runs: its type must be in
 GX's registry (the error suggests the closest known name) and its kwargs must be accepted by the
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from validation.errors import SuiteError
+from twinprov.validation.errors import SuiteError
 
 _SUITE_KEYS = frozenset({"name", "expectations", "id", "meta", "notes"})
 _EXPECTATION_KEYS = frozenset({"type", "expectation_type", "kwargs", "meta"})
@@ -100,7 +100,7 @@ def known_expectation_types() -> frozenset[str]:
     Read from GX's own registry (core expectations, plus any a plugin registered before the
     first call), e.g. ``expect_column_values_to_be_between``. Cached for the process.
     """
-    from validation._gx import expectation_registry
+    from twinprov.validation._gx import expectation_registry
 
     return frozenset(expectation_registry())
 
@@ -265,7 +265,7 @@ def _closest(name: str, known: frozenset[str]) -> str | None:
 
 def _kwargs_problem(etype: str, kwargs: dict[str, Any]) -> str | None:
     """Why GX's class for ``etype`` refuses these kwargs, in one line; None if it accepts them."""
-    from validation._gx import expectation_field_names, instantiate_expectation
+    from twinprov.validation._gx import expectation_field_names, instantiate_expectation
 
     try:
         instantiate_expectation(etype, kwargs, {})

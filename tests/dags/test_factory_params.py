@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from airflow.exceptions import ParamValidationError
 
-from provenance.errors import SpecError
-from provenance.spec import RERUN_PARAM, load_spec
 from tests.conftest import DEMO_SPEC
-from twinprov_dags.factory import build_dag
+from twinprov.dags.factory import build_dag
+from twinprov.provenance.errors import SpecError
+from twinprov.provenance.spec import RERUN_PARAM, load_spec
 
 FALSY = """
 name: falsy_params

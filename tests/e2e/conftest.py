@@ -8,15 +8,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """Migrate the session's throw-away Airflow DB (real ``airflow db migrate`` code path)."""
-    from twinprov_dags.runner import ensure_database, prepare_environment
-
-    prepare_environment()
-    ensure_database()
-
-
 @pytest.fixture
 def workflows_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder for test workflow specs, which the DAG file will load."""

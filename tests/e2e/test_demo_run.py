@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prov.model import ProvDocument
 
-TP = [sys.executable, "-m", "provenance.cli"]
+TP = [sys.executable, "-m", "twinprov.cli"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def test_every_twinprov_term_is_in_the_vocabulary(demo: Demo) -> None:
 
 
 def test_demo_lineage_query_answers(demo: Demo) -> None:
-    from provenance.cli import LINEAGE_QUERY
+    from twinprov.cli import LINEAGE_QUERY
 
     dep, summary = demo
     res = dep.query(LINEAGE_QUERY % {"graph": summary["graph"]})
@@ -246,7 +246,7 @@ def test_clean_demo_passes_every_validation(demo: Demo) -> None:
 
 def test_demo_crate_conforms_to_provenance_run_crate(demo: Demo) -> None:
     """rocrate-validator, offline, profile provenance-run-crate-0.5: zero REQUIRED issues."""
-    from ro_crates.conformance import check_conformance
+    from twinprov.ro_crates.conformance import check_conformance
 
     dep, summary = demo
     crate = Path(summary["crate"])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pyoxigraph as ox
 
-from provenance.config import Settings
-from provenance.ledger import Ledger
-from provenance.store import EmbeddedStore
+from twinprov.provenance.config import Settings
+from twinprov.provenance.ledger import Ledger
+from twinprov.provenance.store import EmbeddedStore
 
 FAILING = """
 name: failing_wf
@@ -53,7 +53,7 @@ def _select(sparql: str) -> list[dict[str, str]]:
 def test_failed_step_still_publishes_a_graph_with_the_failure(
     airflow_db: None, workflows_dir: Path, twinprov_home: Path
 ) -> None:
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     spec = workflows_dir / "failing.yaml"
     spec.write_text(FAILING)
@@ -81,7 +81,7 @@ def test_failed_step_still_publishes_a_graph_with_the_failure(
 def test_retry_gives_one_activity_per_try(
     airflow_db: None, workflows_dir: Path, twinprov_home: Path
 ) -> None:
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     (workflows_dir / "flaky.yaml").write_text(FLAKY.replace("-c, ", ""))
     (workflows_dir / "flaky.py").write_text(FLAKY_PY)
@@ -106,7 +106,7 @@ def test_broken_spec_is_an_import_error_and_others_still_load(
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    from twinprov_dags.factory import DAG_FILE
+    from twinprov.dags.factory import DAG_FILE
 
     (workflows_dir / "good.yaml").write_text(FAILING)
     (workflows_dir / "broken.yaml").write_text(

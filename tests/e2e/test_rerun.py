@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from provenance.config import Settings
-from provenance.ledger import Ledger
-from provenance.store import EmbeddedStore
+from twinprov.provenance.config import Settings
+from twinprov.provenance.ledger import Ledger
+from twinprov.provenance.store import EmbeddedStore
 
-TP = [sys.executable, "-m", "provenance.cli"]
+TP = [sys.executable, "-m", "twinprov.cli"]
 
 
 def _tp(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -72,7 +72,7 @@ def _noisy(folder: Path, compare: str = "") -> Path:
 def test_tolerance_rule_decides_between_tiny_and_large_differences(
     airflow_db: None, workflows_dir: Path, twinprov_home: Path
 ) -> None:
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     spec = _noisy(workflows_dir, "compare: {rtol: 0.0, atol: 0.001}")
     ledger = Ledger(Settings.load().ledger_url)
@@ -97,8 +97,8 @@ def test_tolerance_rule_decides_between_tiny_and_large_differences(
 def test_scheduled_reproducibility_dag_records_a_verdict(
     airflow_db: None, workflows_dir: Path, twinprov_home: Path
 ) -> None:
-    from twinprov_dags.factory import workflow_dags
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.factory import workflow_dags
+    from twinprov.dags.runner import run_workflow
 
     spec = _noisy(workflows_dir)
     dags = workflow_dags(workflows_dir)
@@ -213,7 +213,7 @@ def test_bad_crates_get_clear_errors(airflow_db: None, tmp_path: Path) -> None:
 
 
 def test_altered_spec_in_a_crate_is_refused(tmp_path: Path) -> None:
-    from provenance.rerun import RerunError, read_crate
+    from twinprov.app.rerun import RerunError, read_crate
 
     crates = sorted(Path(tmp_path.parent).glob("**/crate/ro-crate-metadata.json"))
     if not crates:
@@ -227,7 +227,7 @@ def test_altered_spec_in_a_crate_is_refused(tmp_path: Path) -> None:
 
 
 def test_tolerance_comparison_on_real_netcdf(tmp_path: Path) -> None:
-    from provenance.rerun import _numeric_equal
+    from twinprov.app.rerun import _numeric_equal
 
     a, b, c = tmp_path / "a.nc", tmp_path / "b.nc", tmp_path / "c.nc"
     values = np.arange(12.0).reshape(3, 4)
@@ -254,8 +254,8 @@ steps:
 def test_changed_input_is_inputs_changed_not_a_failure(
     airflow_db: None, workflows_dir: Path, twinprov_home: Path
 ) -> None:
-    from provenance.rerun import changed_inputs, read_crate
-    from twinprov_dags.runner import run_workflow
+    from twinprov.app.rerun import changed_inputs, read_crate
+    from twinprov.dags.runner import run_workflow
 
     data = Settings.load().data_dir
     data.mkdir(parents=True)

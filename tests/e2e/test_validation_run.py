@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance.config import Settings
-from provenance.ledger import Ledger
-from provenance.store import EmbeddedStore
+from twinprov.provenance.config import Settings
+from twinprov.provenance.ledger import Ledger
+from twinprov.provenance.store import EmbeddedStore
 
-TP = [sys.executable, "-m", "provenance.cli"]
+TP = [sys.executable, "-m", "twinprov.cli"]
 
 TABLE_SPEC = """
 name: {name}
@@ -56,7 +56,7 @@ def _select(sparql: str) -> list[dict[str, str]]:
 
 
 def _run(folder: Path, name: str, policy: str, value: int, tamper: bool = False) -> tuple:
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     (folder / f"{name}.yaml").write_text(TABLE_SPEC.format(name=name, policy=policy))
     (folder / "produce.py").write_text(PRODUCE.format(value=value, tamper=tamper))

@@ -1,5 +1,5 @@
 """Real processes for the endpoint tests: an Airflow home in multi-team mode with two DAG bundles,
-runs made through ``twinprov_dags.runner.run_workflow``, and a real ``airflow api-server`` on
+runs made through ``twinprov.dags.runner.run_workflow``, and a real ``airflow api-server`` on
 127.0.0.1 (started once per session, stopped after).
 
 Users (SimpleAuthManager, ``[core] simple_auth_manager_users`` + a passwords file):
@@ -73,14 +73,14 @@ steps:
 BUNDLE_DAG_FILE = '''"""Airflow DAG file of a test bundle: one DAG per twinprov spec in ./specs."""
 from pathlib import Path
 
-from twinprov_dags.factory import workflow_dags
+from twinprov.dags.factory import workflow_dags
 
 globals().update(workflow_dags(Path(__file__).parent / "specs"))
 '''
 
 MAKE_RUNS = """
 import json, sys
-from twinprov_dags.runner import run_workflow
+from twinprov.dags.runner import run_workflow
 out = []
 for spec in sys.argv[1:]:
     o = run_workflow(spec, {})
@@ -278,7 +278,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         runs_log.close()
         line = next((x for x in out.splitlines() if x.startswith("RUNS=")), None)
         assert maker.returncode == 0 and line, (root / "runs.log").read_text()[-3000:]
-        from provenance.ledger import Ledger
+        from twinprov.provenance.ledger import Ledger
 
         ledger = Ledger(f"sqlite:///{twinprov_home / 'ledger.sqlite'}")
         runs: dict[str, dict[str, Any]] = {}
@@ -306,7 +306,7 @@ def summaries(stack: Stack) -> dict[str, dict[str, Any]]:
     out = {}
     for dag_id, r in stack.runs.items():
         proc = subprocess.run(
-            [PY, "-m", "provenance.cli", "show", f"{dag_id}/{r['run_id']}", "--json"],
+            [PY, "-m", "twinprov.cli", "show", f"{dag_id}/{r['run_id']}", "--json"],
             env=stack.env,
             capture_output=True,
             text=True,

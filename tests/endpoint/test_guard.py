@@ -11,7 +11,7 @@ import pytest
 import rdflib
 from rdflib.query import Result
 
-from provenance.sparql_guard import (
+from twinprov.provenance.sparql_guard import (
     EMPTY_GRAPH,
     MalformedQueryError,
     NotAcceptableError,
@@ -63,7 +63,7 @@ def test_updates_are_refused_as_read_only(text: str, store: ox.Store) -> None:
         try:
             store.query(checked.text)  # a fast-path text reaches Oxigraph's parser, which refuses
         except SyntaxError as e:
-            from provenance.sparql_guard import explain_syntax_error
+            from twinprov.provenance.sparql_guard import explain_syntax_error
 
             raise explain_syntax_error(text, str(e)) from e
 
@@ -245,8 +245,8 @@ def test_core_and_store_owner_import_without_airflow() -> None:
     out = run_without_airflow(
         """
         import pyoxigraph as ox
-        from provenance.sparql_guard import check_query, render
-        import twinprov_airflow.graph_worker, twinprov_airflow.forward, twinprov_airflow.picture
+        from twinprov.provenance.sparql_guard import check_query, render
+        import twinprov.airflow.graph_worker, twinprov.airflow.forward, twinprov.airflow.picture
         q = check_query("SELECT ?s WHERE { ?s ?p ?o }", parse=True)
         r = render(ox.Store().query(q.text), accept=None, fmt="csv", row_cap=5, deadline=None)
         print("ok", r.body)

@@ -360,8 +360,8 @@ def test_a_user_sees_only_runs_of_dags_they_may_read(stack: Stack) -> None:
 
 def _hold_store(stack: Stack, timeout: float = 15) -> Any:
     """Open the embedded store in this process (waiting until the API server lets it go)."""
-    from provenance.errors import StoreError
-    from provenance.store import EmbeddedStore
+    from twinprov.provenance.errors import StoreError
+    from twinprov.provenance.store import EmbeddedStore
 
     deadline = time.monotonic() + timeout
     while True:
@@ -377,9 +377,9 @@ def _hold_store(stack: Stack, timeout: float = 15) -> Any:
 def test_busy_store_is_503_then_catch_up_loads_what_was_published_meanwhile(
     stack: Stack,
 ) -> None:
-    from provenance.config import Settings
-    from provenance.ledger import Ledger
-    from provenance.publish import publish_run
+    from twinprov.app.publish import publish_run
+    from twinprov.provenance.config import Settings
+    from twinprov.provenance.ledger import Ledger
 
     run = stack.runs["prov_alpha"]
     ctx, _held = _hold_store(stack)
@@ -412,7 +412,7 @@ def test_cli_query_works_beside_the_api_server(stack: Stack) -> None:
     deadline = time.monotonic() + 20
     while True:  # the API server closes the store after a short idle time
         proc = subprocess.run(
-            [PY, "-m", "provenance.cli", "query", RUNS_Q, "--format", "json"],
+            [PY, "-m", "twinprov.cli", "query", RUNS_Q, "--format", "json"],
             env=stack.env,
             capture_output=True,
             text=True,

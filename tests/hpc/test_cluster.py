@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provenance.config import Settings
-from provenance.ledger import Ledger
 from tests.conftest import REPO
+from twinprov.provenance.config import Settings
+from twinprov.provenance.ledger import Ledger
 
 pytestmark = [
     pytest.mark.cluster,
@@ -34,7 +34,7 @@ def test_demo_hpc_workflow_on_a_real_cluster(
     airflow_db: None, workflows_dir: Path, twinprov_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Real cluster, real pods: the digests come from the kubelet, the manifests from logs."""
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     image = os.environ.get("TWINPROV_TEST_IMAGE", "")
     if "@sha256:" not in image:

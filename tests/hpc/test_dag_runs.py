@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
-from provenance import stepwrap
-from provenance.config import Settings
-from provenance.ledger import Ledger, TaskEvent
-from provenance.store import EmbeddedStore
 from tests.conftest import REPO
 from tests.hpc.conftest import PYTHON_DIGEST, STEPS_DIGEST, STEPS_REPO
 from tests.hpc.fake_kube import VIRTUAL_NODE, WORKER_NODE, FakeCluster
+from twinprov.provenance import stepwrap
+from twinprov.provenance.config import Settings
+from twinprov.provenance.ledger import Ledger, TaskEvent
+from twinprov.provenance.store import EmbeddedStore
 
 PLANTED = "pl4nted-S3CRET-token-9137"
 GREETING = "hello {{ ti }} $(id) `id`; rm -rf /"  # must reach the step verbatim
@@ -138,7 +138,7 @@ def test_kubernetes_two_step_run_records_digest_pod_and_data(
 ) -> None:
     """Two pods on a cluster node (an unpinned image: the digest comes from the pod status);
     files flow between them through a PVC workspace. Faked: the Kubernetes API only."""
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     monkeypatch.setenv("AIRFLOW__TWINPROV__KUBE_WORKSPACE_CLAIM", "dt-runs")
     fake_cluster.secrets[("dt", "dt-credentials")] = {"token": PLANTED}
@@ -192,7 +192,7 @@ def test_interlink_two_step_run_records_job_ids_site_and_pinned_digest(
     """Two pods placed on the interLink virtual node (it reports no image digest and sets the
     ``JobID`` annotation); the workspace is a hostPath on the site's shared filesystem.
     Faked: the Kubernetes API only."""
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     monkeypatch.setenv("AIRFLOW__TWINPROV__INTERLINK_WORKSPACE_HOST_PATH", HOST_PATH)
     fake_cluster.secrets[("dt", "dt-credentials")] = {"token": PLANTED}
@@ -273,7 +273,7 @@ def test_failed_pods_are_in_the_provenance(
     """Four independent steps that each fail in a different way: a non-zero exit (manifest
     says 3), an evicted pod, a pod log without the manifest (interLink, unpinned image), and an
     image that cannot be pulled (the pod never starts). Faked: the Kubernetes API only."""
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     def out(path: str) -> list[dict[str, str]]:
         return [{"name": "x", "path": path, "media_type": "text/plain"}]
@@ -352,7 +352,7 @@ def test_demo_hpc_spec_through_the_fakes(
     """The demo HPC spec end to end, its SPI step on the interLink virtual node, at a site where
     the cluster's PVC and the HPC hostPath are the same filesystem. Faked: the Kubernetes API
     only (the step programs really run)."""
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     monkeypatch.setenv("AIRFLOW__TWINPROV__KUBE_WORKSPACE_CLAIM", "dt-runs")
     monkeypatch.setenv("AIRFLOW__TWINPROV__INTERLINK_WORKSPACE_HOST_PATH", HOST_PATH)
@@ -381,8 +381,8 @@ def test_a_tampered_step_wrapper_configmap_is_refused(
     forge manifests) stops the step before any pod exists. Faked: the Kubernetes API only."""
     from kubernetes.client import models as k8s
 
-    from twinprov_dags.kube import stepwrap_configmap_name
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.kube import stepwrap_configmap_name
+    from twinprov.dags.runner import run_workflow
 
     name = stepwrap_configmap_name()
     fake_cluster.configmaps[("default", name)] = k8s.V1ConfigMap(

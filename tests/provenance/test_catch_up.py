@@ -1,4 +1,4 @@
-"""Catch-up of the graph store in batches (``provenance.publish.catch_up``) on the embedded store
+"""Catch-up of the graph store in batches (``twinprov.app.publish.catch_up``) on the embedded store
 and a SQLite ledger: every pending run loaded exactly once per graph, the ledger marked in one
 transaction per batch, replays never duplicating, runs without files left pending."""
 
@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-import provenance.publish as publish
-from provenance.config import Settings
-from provenance.ledger import Ledger
-from provenance.publish import catch_up
-from provenance.store import EmbeddedStore
+import twinprov.app.publish as publish
+from twinprov.app.publish import catch_up
+from twinprov.provenance.config import Settings
+from twinprov.provenance.ledger import Ledger
+from twinprov.provenance.store import EmbeddedStore
 
 DAG = "dag"
 

@@ -1,4 +1,5 @@
-"""Every module of the core packages imports, and builds provenance, with Airflow hidden."""
+"""Every module of the core, the writers and the application imports, and builds provenance,
+with Airflow hidden."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ def test_core_imports_without_airflow() -> None:
     out = run_without_airflow(
         """
         import pkgutil, importlib
-        import provenance, validation, ro_crates
-        for pkg in (provenance, validation, ro_crates):  # every module of the core
+        from twinprov import app, provenance, ro_crates, validation
+        for pkg in (provenance, validation, ro_crates, app):  # every module below the edges
             for mod in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
                 importlib.import_module(mod.name)
-        from provenance.ids import Ids
-        from provenance.ledger import TaskEvent
-        from provenance.prov_model import RunFacts, build_document
+        from twinprov.provenance.ids import Ids
+        from twinprov.provenance.ledger import TaskEvent
+        from twinprov.provenance.prov_model import RunFacts, build_document
         doc = build_document(Ids(), RunFacts("d", "r", {}, "success"),
                              [TaskEvent("d", "r", "t", -1, 1, "success", {})])
         print("ok", len(doc.get_records()))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from provenance import environment
+from twinprov.provenance import environment
 
 
 @pytest.fixture

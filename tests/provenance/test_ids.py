@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provenance.ids import CrateIds
+from twinprov.provenance.ids import CrateIds
 
 names = st.text(min_size=1, max_size=30)
 

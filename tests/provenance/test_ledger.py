@@ -5,9 +5,9 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
-from provenance.ids import Ids
-from provenance.ledger import Ledger, TaskEvent, record_event
-from provenance.prov_model import RunFacts, build_document
+from twinprov.provenance.ids import Ids
+from twinprov.provenance.ledger import Ledger, TaskEvent, record_event
+from twinprov.provenance.prov_model import RunFacts, build_document
 
 
 def _events(run_id: str, n: int = 3) -> list[TaskEvent]:
@@ -146,7 +146,7 @@ def test_event_of_a_process_killed_while_writing_is_recovered(tmp_path: Path) ->
     lock.execute("BEGIN EXCLUSIVE")  # the writer's insert waits (busy_timeout)
     code = (
         "import json, sys\n"
-        "from provenance.ledger import TaskEvent, record_event\n"
+        "from twinprov.provenance.ledger import TaskEvent, record_event\n"
         "ev = TaskEvent(**json.loads(sys.argv[1]))\n"
         f"record_event({url!r}, __import__('pathlib').Path({str(spool)!r}), ev, {{'p': 1}})\n"
     )
@@ -181,7 +181,7 @@ def test_event_of_a_process_killed_while_writing_is_recovered(tmp_path: Path) ->
 def test_a_try_that_never_reported_an_end_is_interrupted() -> None:
     """A try with only its ``running`` event, followed by a later try of the same task (its
     process was killed): recorded as ``interrupted`` with the reason, never left running."""
-    from provenance.prov_model import INTERRUPTED, collapse_tries
+    from twinprov.provenance.prov_model import INTERRUPTED, collapse_tries
 
     first, second = _events("r7", 1)
     retry = [

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prov.model import ProvDocument
 
-from provenance.ids import Ids
-from provenance.ledger import TaskEvent
-from provenance.prov_model import RunFacts, build_document
+from twinprov.provenance.ids import Ids
+from twinprov.provenance.ledger import TaskEvent
+from twinprov.provenance.prov_model import RunFacts, build_document
 
 _name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=12)
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provenance.errors import SpecError, WorkspaceError
-from provenance.spec import load_spec, parse_spec, spec_json_schema
-from provenance.workspace import safe_path
 from tests.conftest import DEMO_SPEC
+from twinprov.provenance.errors import SpecError, WorkspaceError
+from twinprov.provenance.spec import load_spec, parse_spec, spec_json_schema
+from twinprov.provenance.workspace import safe_path
 
 BASE = {
     "name": "wf",

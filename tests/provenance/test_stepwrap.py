@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance import stepwrap
+from twinprov.provenance import stepwrap
 
 
 def _wrap(ws: Path, plan: dict, *cmd: str) -> tuple[int, dict, str]:

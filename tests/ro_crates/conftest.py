@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provenance.config import Settings
-from provenance.ledger import Ledger, TaskEvent
-from provenance.publish import publish_run
-from provenance.spec import load_spec
-from provenance.workspace import workspace_dir
+from twinprov.app.publish import publish_run
+from twinprov.provenance.config import Settings
+from twinprov.provenance.ledger import Ledger, TaskEvent
+from twinprov.provenance.spec import load_spec
+from twinprov.provenance.workspace import workspace_dir
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MINI_SPEC = DATA / "workflows" / "mini.yaml"

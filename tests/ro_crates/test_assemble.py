@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from provenance.config import Settings
-from provenance.errors import RunNotFoundError
-from ro_crates.assemble import crate_input_from_ledger, media_type_of, workflow_info
-from ro_crates.errors import CrateInputError, SpecChangedError
 from tests.ro_crates.conftest import MINI_SPEC, ODD_NAME, StepRun, load_failing_demo, record_run
+from twinprov.provenance.config import Settings
+from twinprov.provenance.errors import RunNotFoundError
+from twinprov.ro_crates.assemble import crate_input_from_ledger, media_type_of, workflow_info
+from twinprov.ro_crates.errors import CrateInputError, SpecChangedError
 
 RUN = "manual__2026-11-27T14:10:00.000000+00:00"
 
@@ -141,7 +141,7 @@ def test_media_type_of(name: str, media: str) -> None:
 
 def test_publication_links_are_read(settings: Settings, tmp_path: Path) -> None:
     """STAC Items, MLflow runs and validation reports the publication recorded."""
-    from provenance.ledger import Ledger
+    from twinprov.provenance.ledger import Ledger
 
     spec = mini_spec(tmp_path)
     mini_success(settings, spec)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from provenance.config import Settings
-from ro_crates.assemble import crate_input_from_ledger
-from ro_crates.conformance import check_conformance, prefill_context_cache
-from ro_crates.crate import build_crate
-from ro_crates.model import CrateInput, RunInfo
 from tests.ro_crates.conftest import load_failing_demo
 from tests.ro_crates.test_assemble import RUN, mini_spec, mini_success
 from tests.ro_crates.test_crate import hand_built
+from twinprov.provenance.config import Settings
+from twinprov.ro_crates.assemble import crate_input_from_ledger
+from twinprov.ro_crates.conformance import check_conformance, prefill_context_cache
+from twinprov.ro_crates.crate import build_crate
+from twinprov.ro_crates.model import CrateInput, RunInfo
 
 pytest.importorskip("rocrate_validator", reason="needs roc-validator")
 

@@ -10,12 +10,14 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from provenance.config import Settings
-from ro_crates.assemble import crate_input_from_ledger, workflow_info
-from ro_crates.crate import ACTION_STATUS, PROFILES, build_crate, write_crate
-from ro_crates.errors import CrateInputError, SpecChangedError
-from ro_crates.images import parse_image
-from ro_crates.model import (
+from tests.ro_crates.conftest import ODD_NAME, StepRun, load_failing_demo, record_run
+from tests.ro_crates.test_assemble import RUN, mini_spec, mini_success
+from twinprov.provenance.config import Settings
+from twinprov.ro_crates.assemble import crate_input_from_ledger, workflow_info
+from twinprov.ro_crates.crate import ACTION_STATUS, PROFILES, build_crate, write_crate
+from twinprov.ro_crates.errors import CrateInputError, SpecChangedError
+from twinprov.ro_crates.images import parse_image
+from twinprov.ro_crates.model import (
     CrateInput,
     FileRecord,
     MlflowRunRef,
@@ -24,8 +26,6 @@ from ro_crates.model import (
     TaskTry,
     ValidationReport,
 )
-from tests.ro_crates.conftest import ODD_NAME, StepRun, load_failing_demo, record_run
-from tests.ro_crates.test_assemble import RUN, mini_spec, mini_success
 
 COMPLETED, FAILED = ACTION_STATUS["completed"], ACTION_STATUS["failed"]
 SMALL = 1000  # copy threshold for the tests: big.bin (5000 bytes) is referenced
@@ -427,7 +427,7 @@ def test_parse_image(ref: str, digest: str | None, expected: tuple[Any, ...]) ->
 def test_fast_identifier_resolution_matches_rocrate(ident: str) -> None:
     from rocrate.rocrate import ROCrate
 
-    from ro_crates.crate import _Crate
+    from twinprov.ro_crates.crate import _Crate
 
     fast, reference = _Crate(version="1.1"), ROCrate(version="1.1")
     reference.arcp_base_uri = fast.arcp_base_uri

@@ -8,10 +8,10 @@ from typing import Any
 
 import pyoxigraph as ox
 
-from provenance.ids import Ids
-from provenance.ledger import Ledger, RunRecord, TaskEvent
-from provenance.remote_store import SparqlStore
 from tests.stack.services import Stack
+from twinprov.provenance.ids import Ids
+from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
+from twinprov.provenance.remote_store import SparqlStore
 
 TP = "urn:twinprov:vocab#"
 PROV = "http://www.w3.org/ns/prov#"

@@ -447,8 +447,8 @@ class Stack:
         return env
 
     def settings(self) -> Any:
-        """twinprov's :class:`~provenance.config.Settings` of this stack."""
-        from provenance.config import Settings
+        """twinprov's :class:`~twinprov.provenance.config.Settings` of this stack."""
+        from twinprov.provenance.config import Settings
 
         return Settings(
             home=self.twinprov_home,
@@ -529,7 +529,8 @@ class Stack:
                 [
                     sys.executable,
                     "-c",
-                    "from provenance.config import Settings; from provenance.ledger import Ledger;"
+                    "from twinprov.provenance.config import Settings;"
+                    " from twinprov.provenance.ledger import Ledger;"
                     " Ledger(Settings.load().ledger_url)",
                 ],
                 env=self.env,

@@ -89,7 +89,7 @@ def test_compose_config_passes(config: dict[str, Any]) -> None:
 
 def _endpoints(env: dict[str, str]) -> dict[str, tuple[str, int]]:
     """Host and port of every service a setting names."""
-    from provenance.config import Settings
+    from twinprov.provenance.config import Settings
 
     saved = dict(os.environ)
     try:

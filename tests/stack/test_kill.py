@@ -18,9 +18,9 @@ from typing import Any
 
 import psutil
 
-from provenance.workspace import workspace_dir
 from tests.stack import checks
 from tests.stack.services import Stack
+from twinprov.provenance.workspace import workspace_dir
 
 DAG = "stack_kill"
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import psutil
 
-from provenance.workspace import workspace_dir
 from tests.stack import checks
 from tests.stack.services import Stack
+from twinprov.provenance.workspace import workspace_dir
 
 DAG = "stack_fan8"
 RUNS = 3

@@ -1,4 +1,5 @@
-"""The SPARQL 1.1 server as graph store (``provenance.remote_store``) against a real ``oxigraph
+"""The SPARQL 1.1 server as graph store (``twinprov.provenance.remote_store``) against a real
+``oxigraph
 serve``: the same answers as the embedded store, idempotent replacement, clear errors."""
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import httpx
 import pyoxigraph as ox
 import pytest
 
-from provenance.errors import QueryError, StoreError
-from provenance.remote_store import SparqlStore, safe_url
-from provenance.store import EmbeddedStore, open_store
 from tests.conftest import fresh_settings
 from tests.stack.services import ensure_installed, free_port, oxigraph_binary, wait_until
+from twinprov.provenance.errors import QueryError, StoreError
+from twinprov.provenance.remote_store import SparqlStore, safe_url
+from twinprov.provenance.store import EmbeddedStore, open_store
 
 RUN_A = """@prefix prov: <http://www.w3.org/ns/prov#> .
 <urn:twinprov:run/a/1> a prov:Activity ; prov:used <urn:twinprov:data/sha256-aa> , _:b .
@@ -103,7 +104,7 @@ def _k(term: object) -> str:
 
 
 def test_twinprov_query_over_the_server(server: str, tmp_path: Path) -> None:
-    from provenance.query import run_query
+    from twinprov.app.query import run_query
 
     settings = fresh_settings(tmp_path, server)
     with open_store(settings) as st:
@@ -203,8 +204,8 @@ def test_replace_graphs_elsewhere_is_one_put_per_graph(server: str) -> None:
 
 
 def test_catch_up_into_the_server(server: str, tmp_path: Path) -> None:
-    from provenance.ledger import Ledger
-    from provenance.publish import catch_up
+    from twinprov.app.publish import catch_up
+    from twinprov.provenance.ledger import Ledger
 
     settings = fresh_settings(tmp_path, server)
     ledger = Ledger(settings.ledger_url)

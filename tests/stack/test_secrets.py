@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from provenance.workspace import workspace_dir
 from tests.stack import checks
 from tests.stack.conftest import Planted
 from tests.stack.services import Stack
 from tests.stack.workflows import KUBE_SECRETS
+from twinprov.provenance.workspace import workspace_dir
 
 
 def _encodings(value: str) -> set[bytes]:
@@ -97,10 +97,10 @@ def test_kubernetes_secret_stays_a_reference(
     stack: Stack, planted: Planted, tmp_path: Path
 ) -> None:
     try:
-        from twinprov_dags.kube import render_pod_manifests
+        from twinprov.dags.kube import render_pod_manifests
     except ImportError as e:
         pytest.skip(
-            f"the Kubernetes target (twinprov_dags.kube.render_pod_manifests) is not there yet: {e}"
+            f"the Kubernetes target (twinprov.dags.kube.render_pod_manifests) is not there yet: {e}"
         )
     spec = tmp_path / "stack_kube_secrets.yaml"
     spec.write_text(KUBE_SECRETS)
@@ -122,8 +122,8 @@ def test_kubernetes_secret_stays_a_reference(
         ref = env[name]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"]) == ("stack-secrets", key)
     # writing the value into the spec instead is refused
-    from provenance.errors import SpecError
-    from provenance.spec import load_spec
+    from twinprov.provenance.errors import SpecError
+    from twinprov.provenance.spec import load_spec
 
     inline = tmp_path / "inline.yaml"
     inline.write_text(

@@ -15,9 +15,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provenance.errors import SpecError
-from provenance.spec import load_spec
 from tests.conftest import REPO
+from twinprov.provenance.errors import SpecError
+from twinprov.provenance.spec import load_spec
 
 DAG_FILE = REPO / "dags" / "twinprov_workflows.py"
 _counter = itertools.count()

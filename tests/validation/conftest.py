@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from validation.suites import SuiteSpec, load_suite
+from twinprov.validation.suites import SuiteSpec, load_suite
 
 NETCDF = "application/x-netcdf"
 CSV = "text/csv"

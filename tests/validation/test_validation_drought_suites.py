@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from validation.run import ValidationRecord, validate_file
-from validation.suites import load_suite
+from twinprov.validation.run import ValidationRecord, validate_file
+from twinprov.validation.suites import load_suite
 
 DROUGHT = Path(__file__).resolve().parents[2] / "dags" / "workflows" / "drought"
 OUTPUTS = {  # output name -> (file, media type, suite)

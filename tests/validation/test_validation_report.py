@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from tests.validation.conftest import CSV, NETCDF, sha256_of, spi_dataset, suite_of, write_nc
-from validation.report import render_html
-from validation.run import validate_file
-from validation.suites import SuiteSpec
+from twinprov.validation.report import render_html
+from twinprov.validation.run import validate_file
+from twinprov.validation.suites import SuiteSpec
 
 EVIL = '<script>alert("x")</script>&'
 

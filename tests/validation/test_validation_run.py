@@ -28,9 +28,9 @@ from tests.validation.conftest import (
     write_nc,
     write_parquet,
 )
-from validation import _gx
-from validation.run import ValidationRecord, gx_version, validate_file
-from validation.suites import SuiteSpec
+from twinprov.validation import _gx
+from twinprov.validation.run import ValidationRecord, gx_version, validate_file
+from twinprov.validation.suites import SuiteSpec
 
 
 def _result_of(record: ValidationRecord, label_type: str, column: str) -> dict[str, Any]:

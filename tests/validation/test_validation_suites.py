@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from validation.errors import SuiteError, TwinprovValidationError
-from validation.suites import SuiteSpec, known_expectation_types, load_suite
+from twinprov.validation.errors import SuiteError, TwinprovValidationError
+from twinprov.validation.suites import SuiteSpec, known_expectation_types, load_suite
 
 SUITES = Path(__file__).resolve().parents[2] / "dags" / "workflows" / "drought" / "suites"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import validation
 from tests.conftest import run_without_airflow
+from twinprov import validation
 
 
 def test_validates_with_airflow_hidden(tmp_path: Path) -> None:
@@ -14,7 +14,7 @@ def test_validates_with_airflow_hidden(tmp_path: Path) -> None:
     proc = run_without_airflow(
         f"""
         from pathlib import Path
-        from validation import load_suite, render_html, validate_file
+        from twinprov.validation import load_suite, render_html, validate_file
         suite = load_suite(
             inline=[{{"type": "expect_column_values_to_not_be_null", "kwargs": {{"column": "b"}}}}],
             name="s",
@@ -32,4 +32,4 @@ def test_validates_with_airflow_hidden(tmp_path: Path) -> None:
 def test_package_exports() -> None:
     for name in validation.__all__:
         assert getattr(validation, name) is not None
-    assert validation.validate_file.__module__ == "validation.run"
+    assert validation.validate_file.__module__ == "twinprov.validation.run"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pyoxigraph as ox
 
-from provenance.config import Settings
-from provenance.publish import catch_up
-from provenance.store import open_store
+from twinprov.app.publish import catch_up
+from twinprov.provenance.config import Settings
+from twinprov.provenance.store import open_store
 
 _RESULT_FORMATS = {
     "json": ox.QueryResultsFormat.JSON,

@@ -18,37 +18,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from provenance.config import Settings
-from provenance.errors import RunNotFoundError, SpecError, TwinprovError
-from provenance.ledger import Ledger, RunRecord
+from twinprov.app.summary import LINEAGE_QUERY, RUNS_USING_QUERY, find_run, run_summary
+from twinprov.provenance.config import Settings
+from twinprov.provenance.errors import SpecError, TwinprovError
+from twinprov.provenance.ledger import Ledger
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 DEMO_WORKFLOW = "drought_early_warning"
-
-LINEAGE_QUERY = """\
-PREFIX prov: <http://www.w3.org/ns/prov#>
-PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
-PREFIX tp: <urn:twinprov:vocab#>
-SELECT ?step ?output ?sha256 ?input WHERE {
-  GRAPH <%(graph)s> {
-    ?act a tp:TaskTry ; tp:taskId ?step ; tp:state "success" .
-    ?out prov:wasGeneratedBy ?act ; rdfs:label ?output ; tp:sha256 ?sha256 .
-    OPTIONAL { ?out prov:wasDerivedFrom ?in . ?in rdfs:label ?input }
-  }
-} ORDER BY ?step ?output ?input
-"""
-
-RUNS_USING_QUERY = """\
-PREFIX prov: <http://www.w3.org/ns/prov#>
-PREFIX tp: <urn:twinprov:vocab#>
-SELECT DISTINCT ?dag ?run WHERE {
-  ?act prov:used <%(entity)s> ; prov:wasInformedBy ?r .
-  ?r tp:dagId ?dag ; tp:runId ?run .
-} ORDER BY ?run
-"""
-
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -70,122 +48,11 @@ def _settings() -> Settings:
     return Settings.load()
 
 
-def find_run(ledger: Ledger, ref: str) -> RunRecord:
-    """A run named by ``run_id``, ``dag_id/run_id`` or ``latest``."""
-    runs = ledger.runs()
-    if ref == "latest":
-        if not runs:
-            raise RunNotFoundError("no runs recorded yet; start one with `twinprov run WORKFLOW`")
-        return max(runs, key=lambda r: r.first_seen)
-    if "/" in ref:
-        dag_id, run_id = ref.split("/", 1)
-        matches = [r for r in runs if r.dag_id == dag_id and r.run_id == run_id]
-    else:
-        matches = [r for r in runs if r.run_id == ref]
-    if not matches:
-        raise RunNotFoundError(f"no recorded run '{ref}'; `twinprov runs` lists them")
-    if len(matches) > 1:
-        names = ", ".join(f"{r.dag_id}/{r.run_id}" for r in matches)
-        raise RunNotFoundError(f"'{ref}' is ambiguous; name one of: {names}")
-    return matches[0]
-
-
-def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
-    """The ``twinprov show --json`` document of one run."""
-    from provenance.prov_model import collapse_tries, run_state
-    from provenance.publish import PUBLISH_ROLE
-
-    ledger = Ledger(settings.ledger_url)
-    ledger.ingest_spool(settings.spool_dir)
-    tries = [
-        t
-        for t in collapse_tries(ledger.events(rec.dag_id, rec.run_id))
-        if t.payload.get("role") != PUBLISH_ROLE
-    ]
-    steps = []
-    validations = []
-    for t in tries:
-        m, p = t.manifest, t.payload
-        v = p.get("validation")
-        if isinstance(v, dict):
-            validations.append(
-                {
-                    "output": v.get("output"),
-                    "step": v.get("step"),
-                    "task_id": t.task_id,
-                    "try_number": t.try_number,
-                    "sha256": v.get("expected_sha256") or v.get("sha256"),
-                    "success": bool(v.get("success")),
-                    "skipped": bool(v.get("skipped")),
-                    "policy": v.get("policy"),
-                    "evaluated": v.get("evaluated"),
-                    "failed_expectations": list(v.get("failed_expectations") or []),
-                    "error": v.get("error"),
-                    "report": v.get("report"),
-                }
-            )
-            continue
-        env = p.get("environment") or {}
-        steps.append(
-            {
-                "task_id": t.task_id,
-                "map_index": t.map_index,
-                "state": t.state,
-                "try_number": t.try_number,
-                "target": p.get("target"),
-                "image": p.get("image"),
-                "image_digest": p.get("image_digest"),
-                "environment_digest": env.get("digest") if isinstance(env, dict) else None,
-                "start": t.start,
-                "end": t.end,
-                "exit_code": m.get("exit_code"),
-                "error": t.error,
-                "outputs": [
-                    {
-                        "name": o.get("name"),
-                        "path": o.get("abs_path") or o.get("path"),
-                        "sha256": o.get("sha256"),
-                        "size": o.get("size"),
-                        "media_type": o.get("media_type"),
-                    }
-                    for o in m.get("outputs") or []
-                ],
-            }
-        )
-    fresh = ledger.run(rec.dag_id, rec.run_id) or rec
-    return {
-        "dag_id": rec.dag_id,
-        "run_id": rec.run_id,
-        "state": fresh.state or run_state(tries),
-        "start": rec.info.get("run_start"),
-        "end": fresh.ended,
-        "triggering_user": rec.info.get("triggering_user"),
-        "params": rec.info.get("params", {}),
-        "steps": steps,
-        "prov": fresh.publication.get("files", {}),
-        "graph": fresh.publication.get("graph"),
-        "validations": validations,
-        "validation_report": fresh.publication.get("validation_report"),
-        "crate": fresh.publication.get("crate"),
-        "stac_items": sorted((fresh.publication.get("stac_items") or {}).values()),
-        "mlflow_runs": [
-            {k: m.get(k) for k in ("run_id", "uri", "task_id", "try_number", "metrics", "models")}
-            for m in fresh.publication.get("mlflow_runs") or []
-        ],
-        "gaps": fresh.publication.get("gaps") or {},
-        "verdict": fresh.publication.get("verdict"),
-    }
-
-
 def _coerce_params(workflow: str, pairs: Sequence[str]) -> dict[str, Any]:
-    from provenance.spec import load_spec
-    from twinprov_dags.runner import load_workflow_dag  # noqa: F401  (validates the name)
+    from twinprov.dags.runner import workflow_path  # honours TWINPROV_WORKFLOWS_DIR
+    from twinprov.provenance.spec import load_spec
 
-    path = Path(workflow)
-    if not path.suffix:
-        from twinprov_dags.factory import WORKFLOWS_DIR
-
-        path = WORKFLOWS_DIR / f"{workflow}.yaml"
+    path = workflow_path(workflow)
     spec = load_spec(path) if path.is_file() else None
     params: dict[str, Any] = {}
     for pair in pairs:
@@ -225,7 +92,7 @@ def _coerce_params(workflow: str, pairs: Sequence[str]) -> dict[str, Any]:
 
 def _suite_problems(spec: Any, spec_path: Path) -> list[str]:
     """Expectation suites the spec names, loaded with Great Expectations (unknown types…)."""
-    from provenance.spec import _suite_candidates
+    from twinprov.provenance.spec import _suite_candidates
 
     checks = [
         (f"steps[{i}].outputs[{j}].validation", o.validation)
@@ -235,8 +102,8 @@ def _suite_problems(spec: Any, spec_path: Path) -> list[str]:
     ]
     if not checks:
         return []
-    from validation import load_suite
-    from validation.errors import TwinprovValidationError
+    from twinprov.validation import load_suite
+    from twinprov.validation.errors import TwinprovValidationError
 
     problems = []
     for where, check in checks:
@@ -252,7 +119,7 @@ def _suite_problems(spec: Any, spec_path: Path) -> list[str]:
 
 
 def cmd_validate_spec(ns: argparse.Namespace) -> int:
-    from provenance.spec import load_spec, spec_json_schema
+    from twinprov.provenance.spec import load_spec, spec_json_schema
 
     if ns.schema:
         print(json.dumps(spec_json_schema(), indent=2))
@@ -283,7 +150,7 @@ def cmd_validate_spec(ns: argparse.Namespace) -> int:
 def _drive(
     workflow: str, params: dict[str, Any], backend: str | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    from twinprov_dags.runner import run_workflow
+    from twinprov.dags.runner import run_workflow
 
     settings = _settings()
     # Airflow's and the steps' logs go to stderr: they must not mix with our output
@@ -346,7 +213,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from twinprov_dags.runner import prepare_environment
+    from twinprov.dags.runner import prepare_environment
 
     prepare_environment()  # before anything imports Airflow
     params = _coerce_params(ns.workflow, ns.param)
@@ -359,7 +226,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
-    from twinprov_dags.runner import prepare_environment
+    from twinprov.dags.runner import prepare_environment
 
     prepare_environment()  # before anything imports Airflow
     out.rule("twinprov demo: drought early warning for the Alps")
@@ -374,7 +241,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         (o for s in summary["steps"] for o in s["outputs"] if o["name"] == "precipitation"), None
     )
     if hazard and hazard["sha256"]:
-        from provenance.ids import Ids
+        from twinprov.provenance.ids import Ids
 
         entity = Ids(settings.base_iri).data(hazard["sha256"])
         out.rule("SPARQL: which runs used this precipitation grid?")
@@ -389,10 +256,10 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 def cmd_pods(ns: argparse.Namespace) -> int:
     import yaml
 
-    from twinprov_dags.runner import prepare_environment, workflow_path
+    from twinprov.dags.runner import prepare_environment, workflow_path
 
     prepare_environment()  # before anything imports Airflow
-    from twinprov_dags.kube import render_pod_manifests
+    from twinprov.dags.kube import render_pod_manifests
 
     params = _coerce_params(ns.workflow, ns.param)
     with _stdout_to_stderr():
@@ -416,7 +283,7 @@ def cmd_crate(ns: argparse.Namespace) -> int:
         )
     path = Path(str(crate))
     if ns.check:
-        from ro_crates.conformance import check_conformance
+        from twinprov.ro_crates.conformance import check_conformance
 
         report = check_conformance(path)
         err.print(
@@ -435,10 +302,10 @@ def cmd_crate(ns: argparse.Namespace) -> int:
 
 
 def cmd_rerun(ns: argparse.Namespace) -> int:
-    from twinprov_dags.runner import prepare_environment
+    from twinprov.dags.runner import prepare_environment
 
     prepare_environment()  # before anything imports Airflow
-    from provenance.rerun import RerunError, changed_inputs, import_crate, read_crate
+    from twinprov.app.rerun import RerunError, changed_inputs, import_crate, read_crate
 
     settings = _settings()
     target = Path(ns.run)
@@ -540,7 +407,7 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
 
 def _print_query(settings: Settings, sparql: str, fmt: str) -> None:
-    from provenance.query import run_query
+    from twinprov.app.query import run_query
 
     result = run_query(settings, sparql, fmt)
     if isinstance(result, str):
@@ -566,7 +433,7 @@ def cmd_query(ns: argparse.Namespace) -> int:
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
-    from provenance.publish import export_run
+    from twinprov.app.publish import export_run
 
     settings = _settings()
     rec = find_run(Ledger(settings.ledger_url), ns.run)
@@ -575,7 +442,7 @@ def cmd_export(ns: argparse.Namespace) -> int:
 
 
 def cmd_publish(ns: argparse.Namespace) -> int:
-    from provenance.publish import publish_pending, publish_run
+    from twinprov.app.publish import publish_pending, publish_run
 
     settings = _settings()
     if ns.pending:
@@ -608,9 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument(
         "--backend",
-        choices=["local"],
-        default="local",
-        help="execution target (kubernetes and interlink arrive with the HPC work)",
+        choices=["local", "kubernetes", "interlink"],
+        default=None,
+        help="run every step on this target (default: each step's own, as the spec says)",
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)

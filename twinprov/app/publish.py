@@ -30,14 +30,14 @@ from typing import Any
 
 from prov.model import ProvDocument
 
-from provenance.config import Settings
-from provenance.errors import PublishError, RunNotFoundError, StoreError, TwinprovError
-from provenance.ids import Ids
-from provenance.ledger import Ledger, RunRecord, TaskEvent
-from provenance.prov_model import RunFacts, build_document, collapse_tries, run_state
-from provenance.spec import RERUN_PARAM
-from provenance.store import EmbeddedStore, open_store
-from provenance.workspace import run_dir, run_slug
+from twinprov.provenance.config import Settings
+from twinprov.provenance.errors import PublishError, RunNotFoundError, StoreError, TwinprovError
+from twinprov.provenance.ids import Ids
+from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
+from twinprov.provenance.prov_model import RunFacts, build_document, collapse_tries, run_state
+from twinprov.provenance.spec import RERUN_PARAM
+from twinprov.provenance.store import EmbeddedStore, open_store
+from twinprov.provenance.workspace import run_dir, run_slug
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Publication:
     gaps: dict[str, str] = field(default_factory=dict)
     """Stages that could not be done now (e.g. MLflow unreachable), with the reason."""
     verdict: dict[str, Any] | None = None
-    """For a rerun: the reproducibility verdict (:class:`provenance.rerun.Verdict` as a dict)."""
+    """For a rerun: the reproducibility verdict (:class:`twinprov.app.rerun.Verdict` as a dict)."""
 
 
 def _step_events(events: list[TaskEvent]) -> list[TaskEvent]:
@@ -108,10 +108,16 @@ def _write_atomically(folder: Path, contents: dict[str, str]) -> dict[str, str]:
     return {name: str(folder / name) for name in contents}
 
 
-def build_run_document(settings: Settings, dag_id: str, run_id: str) -> tuple[ProvDocument, str]:
-    """The run's PROV document as the ledger has it now, and the run state it implies."""
+def build_run_document(
+    settings: Settings, dag_id: str, run_id: str, *, ingest: bool = True
+) -> tuple[ProvDocument, str]:
+    """The run's PROV document as the ledger has it now, and the run state it implies.
+
+    ``ingest`` first takes spooled events into the ledger (publication does; readers do not).
+    """
     ledger = Ledger(settings.ledger_url)
-    ledger.ingest_spool(settings.spool_dir)
+    if ingest:
+        ledger.ingest_spool(settings.spool_dir)
     rec = ledger.run(dag_id, run_id)
     if rec is None:
         raise RunNotFoundError(f"no recorded run {dag_id}/{run_id}")
@@ -135,8 +141,8 @@ def _latest_tries(tries: list[Any]) -> list[Any]:
 def _stac_stage(
     settings: Settings, spec: Any, rec: RunRecord, tries: list[Any], ended: str, graph: str
 ) -> dict[str, str]:
-    from provenance import __version__
-    from ro_crates.stac import StacOutput, publish_items
+    from twinprov import __version__
+    from twinprov.ro_crates.stac import StacOutput, publish_items
 
     declared: dict[str, bool | None] = {}
     if spec is not None:
@@ -193,7 +199,7 @@ def _validation_report(
     paths = [Path(str(v["report"])) for v in checks if v.get("report")]
     if not paths:
         return None
-    from validation import ValidationRecord, render_html
+    from twinprov.validation import ValidationRecord, render_html
 
     records = [
         ValidationRecord.from_dict(json.loads(p.read_text(encoding="utf-8")))
@@ -213,7 +219,7 @@ def _verdict_stage(
     """Compare a rerun's outputs with the original's (read from its crate); write verdict.json."""
     import json
 
-    from provenance.rerun import compare_run, resolve_original, spec_of, workflow_of
+    from twinprov.app.rerun import compare_run, resolve_original, spec_of, workflow_of
 
     ref = str(rec.info["params"][RERUN_PARAM])
     folder = run_dir(settings.runs_dir, rec.dag_id, rec.run_id) / "reproducibility"
@@ -284,7 +290,7 @@ def crate_dir(settings: Settings, dag_id: str, run_id: str) -> Path:
 
 
 def _spec_of(rec: RunRecord) -> Any:
-    from provenance.spec import load_spec
+    from twinprov.provenance.spec import load_spec
 
     path = rec.info.get("spec_path")
     if not path or not Path(str(path)).is_file():
@@ -319,7 +325,7 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
     mlflow_runs: list[dict[str, Any]] = []
     if spec is not None and any(s.mlflow for s in spec.steps):
         try:
-            from ro_crates.mlflow_links import find_runs
+            from twinprov.ro_crates.mlflow_links import find_runs
 
             mlflow_runs = [r.to_dict() for r in find_runs(settings.mlflow_tracking_uri, graph)]
         except Exception as e:
@@ -379,8 +385,8 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         log.warning("twinprov: STAC not published: %s", gaps["stac"])
 
     try:
-        from ro_crates.assemble import crate_input_from_ledger
-        from ro_crates.crate import build_crate
+        from twinprov.ro_crates.assemble import crate_input_from_ledger
+        from twinprov.ro_crates.crate import build_crate
 
         crate = build_crate(
             crate_input_from_ledger(
@@ -399,7 +405,7 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
 
     if mlflow_runs:
         try:
-            from ro_crates.mlflow_links import tag_back
+            from twinprov.ro_crates.mlflow_links import tag_back
 
             crate = crate_dir(settings, dag_id, run_id)
             tag_back(
@@ -450,14 +456,15 @@ CATCH_UP_BATCH_BYTES = 8 << 20
 
 
 def catch_up(settings: Settings, store: EmbeddedStore) -> int:
-    """Load into an open store (:class:`~provenance.store.GraphStore`) every published run it
+    """Load into an open store (:class:`~twinprov.provenance.store.GraphStore`) every published run
+    it
     does not hold yet; returns how many.
 
     The runs go in batches (:data:`CATCH_UP_BATCH_RUNS`): the store replaces their graphs with
     ``replace_graphs`` (a few requests per batch to a SPARQL server), then one ledger
     transaction marks them stored. A replay of a batch (e.g. after a failure between the two)
     replaces the same graphs again, never adds to them. A run whose Turtle file is gone is left
-    pending. A batch the store refuses raises :class:`~provenance.errors.StoreError`; the
+    pending. A batch the store refuses raises :class:`~twinprov.provenance.errors.StoreError`; the
     batches before it stay stored, the rest stays pending.
     """
     ledger = Ledger(settings.ledger_url)
@@ -510,11 +517,12 @@ def publish_pending(settings: Settings) -> list[Publication]:
 
 
 def export_run(settings: Settings, dag_id: str, run_id: str, fmt: str) -> str:
-    """The run's PROV document in ``fmt`` (provjson, provn, turtle, jsonld)."""
-    doc, _state = build_run_document(settings, dag_id, run_id)
+    """The run's PROV document in ``fmt`` (provjson, provn, turtle, jsonld). Reads only."""
     rec = Ledger(settings.ledger_url).run(dag_id, run_id)
     published = rec.publication.get("files", {}) if rec else {}
     pj = Path(published.get(PROV_FORMATS["provjson"], ""))
     if pj.is_file():  # prefer the published document: it carries the run's end time
         doc = ProvDocument.deserialize(source=str(pj), format="json")
+    else:
+        doc, _state = build_run_document(settings, dag_id, run_id, ingest=False)
     return _serialize(doc, fmt)

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from provenance.config import Settings
-from provenance.errors import TwinprovError
-from provenance.ids import CrateIds
-from provenance.spec import RERUN_PARAM, WorkflowSpec, load_spec
+from twinprov.provenance.config import Settings
+from twinprov.provenance.errors import TwinprovError
+from twinprov.provenance.ids import CrateIds
+from twinprov.provenance.spec import RERUN_PARAM, WorkflowSpec, load_spec
 
 PROVENANCE_PROFILE = "https://w3id.org/ro/wfrun/provenance/0.5"
 _COMPLETED = "http://schema.org/CompletedActionStatus"
@@ -255,7 +255,7 @@ def resolve_original(settings: Settings, ref: str, dag_id: str) -> RecordedRun:
     untrusted input: a crate anywhere else on the machine must be imported first
     (``twinprov rerun CRATE`` does that).
     """
-    from provenance.ledger import Ledger
+    from twinprov.provenance.ledger import Ledger
 
     ref = ref.strip()
     path = Path(ref)
@@ -465,8 +465,8 @@ def compare_run(
 
 def changed_inputs(settings: Settings, original: RecordedRun) -> list[str]:
     """Workflow inputs (data files params name) whose bytes differ from the original's now."""
-    from provenance.errors import WorkspaceError
-    from provenance.workspace import safe_path
+    from twinprov.provenance.errors import WorkspaceError
+    from twinprov.provenance.workspace import safe_path
 
     spec = spec_of(original)
     changed = []
