@@ -64,16 +64,15 @@ def main() -> None:
     for r in range(ns.rounds):
         for mode in ("off", "on"):
             os.environ["TWINPROV_CAPTURE"] = mode
-            before = len(listener._timings)
+            before = dict(listener.capture_stats)
             t0 = time.perf_counter()
             outcome = run_workflow(str(spec), {})
             elapsed = time.perf_counter() - t0
             assert outcome.state == "success", outcome
             times[mode].append(elapsed)
             if mode == "on":
-                new = listener._timings[before:]
-                events_on += len(new)
-                listener_s += sum(new)
+                events_on += int(listener.capture_stats["events"] - before["events"])
+                listener_s += listener.capture_stats["seconds"] - before["seconds"]
             print(f"round {r + 1} {mode:>3}: {elapsed:6.2f} s")
     os.environ.pop("TWINPROV_CAPTURE", None)
     off, on = statistics.median(times["off"]), statistics.median(times["on"])

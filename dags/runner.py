@@ -35,10 +35,12 @@ def ensure_database() -> None:
     from airflow import settings
     from airflow.utils import db
 
+    from twinprov.airflow.airflow_compat import current_db_revision
+
     settings.configure_orm()
     with settings.Session() as session:
         try:
-            current = db._get_current_revision(session)
+            current = current_db_revision(session)
         except Exception:
             current = None
     if current is None:

@@ -15,13 +15,15 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
+from twinprov.airflow.airflow_compat import dag_run_of, template_context
 from twinprov.provenance.config import Settings
 from twinprov.provenance.ledger import TaskEvent, record_event
 
 log = logging.getLogger(__name__)
 
 DISABLE_ENV = "TWINPROV_CAPTURE"  # set to "off" to switch capture off (used by the benchmark)
-_timings: list[float] = []
+capture_stats = {"events": 0, "seconds": 0.0}
+"""Events captured by this process and the time spent on them (read by bench/capture_overhead)."""
 
 
 def _iso(value: Any) -> str | None:
@@ -34,18 +36,9 @@ def _airflow_version() -> str:
     return __version__
 
 
-def _template_context(ti: Any) -> Any:
-    """The task's template context. The task runner builds it (and keeps it) before the task
-    starts; ``get_template_context()`` would validate every param against its schema again for
-    each event (~4 ms) to return that same object."""
-    cached = getattr(ti, "_cached_template_context", None)
-    return cached if isinstance(cached, dict) else ti.get_template_context()
-
-
 def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
     info: dict[str, Any] = {"airflow_version": _airflow_version()}
-    ctx = getattr(ti, "_ti_context_from_server", None)
-    dr = getattr(ctx, "dag_run", None)
+    dr = dag_run_of(ti)
     if dr is not None:
         user = dr.triggering_user_name
         info.update(
@@ -57,7 +50,7 @@ def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
         # `dag.test()` (the `twinprov run` CLI) names no user: the OS user of the process did it
         info["triggering_user"] = getpass.getuser() if user in (None, "dag_test") else user
     try:
-        params = _template_context(ti).get("params") or {}
+        params = template_context(ti).get("params") or {}
         info["params"] = {k: params[k] for k in params}
     except Exception as e:  # the context is a convenience, never a reason to lose the event
         info["params_error"] = str(e)
@@ -178,7 +171,8 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
             exc_info=True,
         )
     finally:
-        _timings.append(time.perf_counter() - t0)
+        capture_stats["events"] += 1
+        capture_stats["seconds"] += time.perf_counter() - t0
 
 
 @hookimpl

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from twinprov.airflow.forward import Forwarder
 from twinprov.airflow.graph_worker import GraphWorker, QueryRequest, WorkerConfig
@@ -136,13 +135,3 @@ def service() -> ProvenanceService:
         if _service is None:
             _service = ProvenanceService(Settings.load(), EndpointSettings.from_airflow())
         return _service
-
-
-def reset_service() -> Any:
-    """Drop the service (tests, or after a settings change)."""
-    global _service
-    with _lock:
-        old, _service = _service, None
-    if old is not None:
-        old.close()
-    return None

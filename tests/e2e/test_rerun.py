@@ -212,14 +212,28 @@ def test_bad_crates_get_clear_errors(airflow_db: None, tmp_path: Path) -> None:
     assert "is not a Provenance Run Crate" in proc.stderr
 
 
-def test_altered_spec_in_a_crate_is_refused(tmp_path: Path) -> None:
-    from twinprov.app.rerun import RerunError, read_crate
+TINY = """
+name: tiny_wf
+steps:
+  - id: only
+    command: [python, -c, "open('t.txt', 'w').write('tiny')"]
+    outputs: [{name: t, path: t.txt, media_type: text/plain}]
+"""
 
-    crates = sorted(Path(tmp_path.parent).glob("**/crate/ro-crate-metadata.json"))
-    if not crates:
-        pytest.skip("needs a crate from an earlier test of this module")
+
+def test_altered_spec_in_a_crate_is_refused(
+    airflow_db: None, workflows_dir: Path, twinprov_home: Path, tmp_path: Path
+) -> None:
+    from twinprov.app.rerun import RerunError, read_crate
+    from twinprov.dags.runner import run_workflow
+
+    (workflows_dir / "tiny.yaml").write_text(TINY)
+    run = run_workflow(str(workflows_dir / "tiny.yaml"), {})
+    rec = Ledger(Settings.load().ledger_url).run("tiny_wf", run.run_id)
+    assert rec is not None
     crate = tmp_path / "crate"
-    shutil.copytree(crates[0].parent, crate)
+    shutil.copytree(Path(rec.publication["crate"]), crate)
+    read_crate(crate)  # as published: accepted
     spec = next((crate / "workflow").glob("*.yaml"))
     spec.write_text(spec.read_text() + "\n# edited\n")
     with pytest.raises(RerunError, match="does not match its recorded sha256"):

@@ -4,8 +4,6 @@ transaction per batch, replays never duplicating, runs without files left pendin
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 import twinprov.app.publish as publish
@@ -107,23 +105,6 @@ def test_a_run_without_its_file_stays_pending(settings: Settings) -> None:
     with EmbeddedStore(settings.store_path).open() as st:
         assert catch_up(settings, st) == 2
     assert _pending(settings) == ["r1"]
-
-
-def test_a_store_with_one_graph_per_call_still_catches_up(settings: Settings) -> None:
-    graphs = _publish(settings, 5)
-
-    class OneByOne:
-        def __init__(self) -> None:
-            self.got: dict[str, Any] = {}
-
-        def replace_graph(self, graph_iri: str, turtle: str | bytes) -> int:
-            self.got[graph_iri] = turtle
-            return 0
-
-    st = OneByOne()
-    assert catch_up(settings, st) == 5  # type: ignore[arg-type]
-    assert sorted(st.got) == sorted(graphs)
-    assert _pending(settings) == []
 
 
 def test_mark_stored_sets_only_the_named_runs(settings: Settings) -> None:

@@ -36,7 +36,7 @@ from twinprov.provenance.ids import Ids
 from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
 from twinprov.provenance.prov_model import RunFacts, build_document, collapse_tries, run_state
 from twinprov.provenance.spec import RERUN_PARAM
-from twinprov.provenance.store import EmbeddedStore, open_store
+from twinprov.provenance.store import GraphStore, open_store
 from twinprov.provenance.workspace import run_dir, run_slug
 
 log = logging.getLogger(__name__)
@@ -455,10 +455,9 @@ CATCH_UP_BATCH_BYTES = 8 << 20
 """…or fewer, once their Turtle reaches this size."""
 
 
-def catch_up(settings: Settings, store: EmbeddedStore) -> int:
-    """Load into an open store (:class:`~twinprov.provenance.store.GraphStore`) every published run
-    it
-    does not hold yet; returns how many.
+def catch_up(settings: Settings, store: GraphStore) -> int:
+    """Load into an open store (:class:`~twinprov.provenance.store.GraphStore`) every published
+    run it does not hold yet; returns how many.
 
     The runs go in batches (:data:`CATCH_UP_BATCH_RUNS`): the store replaces their graphs with
     ``replace_graphs`` (a few requests per batch to a SPARQL server), then one ledger
@@ -468,7 +467,6 @@ def catch_up(settings: Settings, store: EmbeddedStore) -> int:
     batches before it stay stored, the rest stays pending.
     """
     ledger = Ledger(settings.ledger_url)
-    replace = getattr(store, "replace_graphs", None)
     loaded = 0
     batch: list[tuple[str, str, str, str, bytes]] = []  # dag, run, digest, graph, Turtle
     size = 0
@@ -476,11 +474,7 @@ def catch_up(settings: Settings, store: EmbeddedStore) -> int:
     def flush() -> None:
         nonlocal loaded, size
         docs = [(graph, data) for _d, _r, _g, graph, data in batch]
-        if replace is not None:
-            replace(docs)
-        else:  # a store with one graph per call
-            for graph, data in docs:
-                store.replace_graph(graph, data)
+        store.replace_graphs(docs)
         ledger.mark_stored([(d, r, digest) for d, r, digest, _g, _t in batch])
         loaded += len(batch)
         batch.clear()

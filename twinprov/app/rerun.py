@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 import hashlib
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -486,11 +485,6 @@ def changed_inputs(settings: Settings, original: RecordedRun) -> list[str]:
             elif _sha256(path) != recorded:
                 changed.append(f"{s.id}.{i.name}: {path} has other bytes than the original used")
     return changed
-
-
-def load_verdict(path: Path) -> dict[str, Any]:
-    """A verdict written by the publication (``verdict.json``)."""
-    return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def spec_of(original: RecordedRun) -> WorkflowSpec:
