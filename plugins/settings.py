@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SECTION = "twinprov"
-
 
 @dataclass(frozen=True)
 class EndpointSettings:
@@ -34,26 +32,15 @@ class EndpointSettings:
     @classmethod
     def from_airflow(cls) -> EndpointSettings:
         """Read ``[twinprov]`` (environment > ``airflow.cfg`` > defaults)."""
-        from twinprov.provenance.config import setting as get
+        from twinprov.provenance.config import number_setting as num
+        from twinprov.provenance.config import setting
 
         d = cls()
         return cls(
-            time_limit_s=_positive(get("query_time_limit_seconds"), d.time_limit_s, float),
-            row_cap=int(_positive(get("query_row_cap"), d.row_cap, int)),
-            max_query_chars=int(_positive(get("query_max_chars"), d.max_query_chars, int)),
-            sparql_url=get("sparql_url"),
-            store_wait_s=_positive(get("store_wait_seconds"), d.store_wait_s, float, zero=True),
-            store_idle_s=_positive(get("store_idle_seconds"), d.store_idle_s, float, zero=True),
+            time_limit_s=num("query_time_limit_seconds", d.time_limit_s),
+            row_cap=int(num("query_row_cap", d.row_cap, int)),
+            max_query_chars=int(num("query_max_chars", d.max_query_chars, int)),
+            sparql_url=setting("sparql_url"),
+            store_wait_s=num("store_wait_seconds", d.store_wait_s, zero=True),
+            store_idle_s=num("store_idle_seconds", d.store_idle_s, zero=True),
         )
-
-
-def _positive(raw: str | None, default: float, kind: type, *, zero: bool = False) -> float:
-    if raw is None:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ValueError(f"[{SECTION}] setting '{raw}' is not a number") from None
-    if value < 0 or (value == 0 and not zero):
-        raise ValueError(f"[{SECTION}] setting {raw} must be {'>= 0' if zero else '> 0'}")
-    return float(value)

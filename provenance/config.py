@@ -31,14 +31,25 @@ settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` 
 
 from __future__ import annotations
 
-__all__ = ["Settings", "airflow_home", "setting", "twinprov_home"]
+__all__ = [
+    "DEFAULT_CRATE_COPY_THRESHOLD",
+    "Settings",
+    "airflow_home",
+    "number_setting",
+    "setting",
+    "twinprov_home",
+]
 
 import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from twinprov.provenance.errors import ConfigError
+
 DEFAULT_BASE_IRI = "urn:twinprov:"
+DEFAULT_CRATE_COPY_THRESHOLD = 10 * 1024**2
+"""Outputs up to this many bytes are copied into crates; larger ones are referenced."""
 
 
 def twinprov_home() -> Path:
@@ -88,6 +99,27 @@ def setting(key: str) -> str | None:
     return value.strip() or None if value is not None else None
 
 
+def number_setting(
+    key: str, default: float, kind: type[int] | type[float] = float, *, zero: bool = False
+) -> float:
+    """A number of ``[twinprov]``: ``default`` when unset; a :class:`ConfigError` naming the key
+    (and its environment variable) when it is not a number or not positive (``zero`` allows 0).
+    The one parser of numeric settings: every reader gets the same answer to the same mistake.
+    """
+    raw = setting(key)
+    if raw is None:
+        return default
+    where = f"[twinprov] {key} (AIRFLOW__TWINPROV__{key.upper()})"
+    try:
+        value = kind(raw)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{where} = {raw!r}: not {what}") from None
+    if value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{where} = {raw!r}: must be {'>= 0' if zero else '> 0'}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where twinprov keeps things and how it names them."""
@@ -97,7 +129,7 @@ class Settings:
     store_path: Path
     base_iri: str
     mlflow_tracking_uri: str = ""
-    crate_copy_threshold: int = 10 * 1024**2
+    crate_copy_threshold: int = DEFAULT_CRATE_COPY_THRESHOLD
     """Outputs up to this size are copied into crates; larger ones are referenced."""
     sparql_url: str = ""
     """SPARQL 1.1 Protocol query endpoint of a graph-store server ("" = the embedded store)."""
@@ -150,29 +182,19 @@ class Settings:
         store = _cfg_value("store_path")
         base = _cfg_value("base_iri") or DEFAULT_BASE_IRI
         mlflow = _cfg_value("mlflow_tracking_uri") or f"sqlite:///{home / 'mlflow.db'}"
-        threshold = _cfg_value("crate_copy_threshold")
-        timeout = _cfg_value("sparql_timeout_seconds")
         return cls(
             home=home,
             ledger_url=ledger,
             store_path=Path(store).expanduser().resolve() if store else home / "graph-store",
             base_iri=base,
             mlflow_tracking_uri=mlflow,
-            crate_copy_threshold=int(threshold) if threshold else 10 * 1024**2,
+            crate_copy_threshold=int(
+                number_setting("crate_copy_threshold", DEFAULT_CRATE_COPY_THRESHOLD, int, zero=True)
+            ),
             sparql_url=(_cfg_value("sparql_url") or "").strip(),
             sparql_gsp_url=(_cfg_value("sparql_gsp_url") or "").strip(),
-            sparql_timeout_s=_positive_float(timeout, 60.0),
+            sparql_timeout_s=number_setting("sparql_timeout_seconds", 60.0),
             step_env_passthrough=tuple(
                 p.strip() for p in (_cfg_value("step_env_passthrough") or "").split(",")
             ),
         )
-
-
-def _positive_float(raw: str | None, default: float) -> float:
-    """A positive number from a setting; the default when unset or unusable (settings are read
-    by the task listener, which must never fail on them)."""
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        return default
-    return value if value > 0 else default

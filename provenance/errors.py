@@ -32,6 +32,10 @@ class SpecIssue:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+class ConfigError(TwinprovError):
+    """A ``[twinprov]`` setting has a value twinprov cannot use; the message names the key."""
+
+
 class SpecError(TwinprovError):
     """A workflow spec is malformed; carries every issue found, not just the first."""
 
