@@ -263,7 +263,7 @@ def producer_output(
     """The output record (path, sha256, …) of the producer's latest successful try, from the
     ledger — the bytes the validation must be about."""
     from twinprov.provenance.ledger import Ledger
-    from twinprov.provenance.prov_model import collapse_tries
+    from twinprov.provenance.record import collapse_tries
 
     tries = [
         t

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +44,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, S
 from sqlalchemy.pool import NullPool
 
 from twinprov.provenance.errors import LedgerError
+from twinprov.provenance.record import RunRecord, TaskEvent
 
 log = logging.getLogger(__name__)
 
@@ -85,41 +86,6 @@ _T = TypeVar("_T")
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-@dataclass(frozen=True)
-class TaskEvent:
-    """One state change of one task try, with the primitives copied out of Airflow."""
-
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int
-    try_number: int
-    state: str
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    recorded_at: str = field(default_factory=_now)
-
-    @property
-    def try_key(self) -> tuple[str, int, int]:
-        """Identifies the task try this event belongs to within its run."""
-        return (self.task_id, self.map_index, self.try_number)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A run as the ledger knows it."""
-
-    dag_id: str
-    run_id: str
-    first_seen: str
-    info: Mapping[str, Any]
-    state: str | None = None
-    ended: str | None = None
-    published_at: str | None = None
-    published_digest: str | None = None
-    stored_digest: str | None = None
-    publication: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _row_to_run(row: Any) -> RunRecord:

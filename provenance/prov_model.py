@@ -9,11 +9,11 @@ pure function of its arguments, so replaying events yields the same document.
 
 from __future__ import annotations
 
-__all__ = ["INTERRUPTED", "RunFacts", "StepTry", "build_document", "collapse_tries", "run_state"]
+__all__ = ["RunFacts", "build_document"]
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,31 +23,7 @@ from prov.identifier import Identifier
 from prov.model import ProvDocument, QualifiedName
 
 from twinprov.provenance.ids import VOCAB, Ids
-from twinprov.provenance.ledger import TaskEvent
-
-_FINAL = ("success", "failed", "skipped", "up_for_retry", "upstream_failed")
-INTERRUPTED = "interrupted"
-"""State of a try that never reported an end although a later try of its task exists."""
-
-
-@dataclass(frozen=True)
-class StepTry:
-    """Everything known about one try of one task, merged from its events."""
-
-    task_id: str
-    map_index: int
-    try_number: int
-    state: str
-    start: str | None = None
-    end: str | None = None
-    error: str | None = None
-    payload: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def manifest(self) -> Mapping[str, Any]:
-        """The step manifest printed by the wrapper (empty if none was captured)."""
-        m = self.payload.get("manifest")
-        return m if isinstance(m, Mapping) else {}
+from twinprov.provenance.record import StepTry, TaskEvent, Verdict, collapse_tries
 
 
 @dataclass(frozen=True)
@@ -63,72 +39,6 @@ class RunFacts:
     """MLflow runs the steps created (``MlflowRunRecord.to_dict()`` shapes)."""
     verdict: Mapping[str, Any] | None = None
     """For a rerun: the reproducibility verdict (``Verdict.to_dict()`` shape)."""
-
-
-def collapse_tries(events: Iterable[TaskEvent]) -> list[StepTry]:
-    """Merge each task try's events (running, then success/failed) into one :class:`StepTry`."""
-    merged: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for ev in events:
-        cur = merged.setdefault(
-            ev.try_key,
-            {"state": ev.state, "payload": {}, "final": False},
-        )
-        payload = dict(cur["payload"])
-        for k, v in ev.payload.items():
-            if v is not None:
-                payload[k] = v
-        cur["payload"] = payload
-        if ev.state in _FINAL or not cur["final"]:
-            cur["state"] = ev.state
-            cur["final"] = cur["final"] or ev.state in _FINAL
-    latest: dict[tuple[str, int], int] = {}
-    for task_id, map_index, try_number in merged:
-        key = (task_id, map_index)
-        latest[key] = max(latest.get(key, 0), try_number)
-    tries = []
-    for (task_id, map_index, try_number), cur in merged.items():
-        p = cur["payload"]
-        later = latest[(task_id, map_index)]
-        if not cur["final"] and later > try_number:
-            # it never reported an end, yet Airflow went on: its process was killed or lost
-            cur["state"] = INTERRUPTED
-            p = {
-                **p,
-                "error": p.get("error")
-                or f"the task process ended without reporting (killed or lost); Airflow went on "
-                f"to try {later}",
-            }
-        tries.append(
-            StepTry(
-                task_id=task_id,
-                map_index=map_index,
-                try_number=try_number,
-                state=cur["state"],
-                start=p.get("start_date"),
-                end=p.get("end_date"),
-                error=p.get("error"),
-                payload=p,
-            )
-        )
-    tries.sort(key=lambda t: (t.start or "", t.task_id, t.map_index, t.try_number))
-    return tries
-
-
-def run_state(tries: Sequence[StepTry]) -> str:
-    """``failed`` if any task's last try failed, ``success`` if all succeeded, else ``running``."""
-    last: dict[tuple[str, int], StepTry] = {}
-    for t in tries:
-        key = (t.task_id, t.map_index)
-        if key not in last or t.try_number > last[key].try_number:
-            last[key] = t
-    states = {t.state for t in last.values()}
-    if not states:
-        return "running"
-    if states & {"failed", "upstream_failed", INTERRUPTED}:
-        return "failed"
-    if states <= {"success", "skipped"}:
-        return "success"
-    return "running"
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -289,14 +199,14 @@ class _Builder:
             pairs.append((PROV_LOCATION, str(v["file"])))
         for note in v.get("notes") or []:
             pairs.append((tp("note"), str(note)))
-        for o in v.get("outputs") or []:
-            label = f"{o.get('step')}.{o.get('output')}"
-            pairs.append((tp("comparedOutput"), f"{label}: {o.get('status')} ({o.get('rule')})"))
-            if o.get("status") not in ("identical", "equal_within_tolerance"):
+        for o in Verdict.from_dict(v).outputs:
+            label = f"{o.step}.{o.output}"
+            pairs.append((tp("comparedOutput"), f"{label}: {o.status} ({o.rule})"))
+            if not o.same:
                 pairs.append((tp("differingOutput"), label))
-            for sha in (o.get("original_sha256"), o.get("rerun_sha256")):
+            for sha in (o.original_sha256, o.rerun_sha256):
                 if sha:
-                    used = self.data_entity({"sha256": sha, "name": o.get("output")})
+                    used = self.data_entity({"sha256": sha, "name": o.output})
                     if used is not None:
                         self.doc.used(check, used)
         self.doc.entity(verdict, pairs)

@@ -20,7 +20,7 @@ from twinprov.provenance.config import Settings
 from twinprov.provenance.errors import RunNotFoundError, SpecError
 from twinprov.provenance.ids import Ids
 from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
-from twinprov.provenance.prov_model import StepTry, collapse_tries, run_state
+from twinprov.provenance.record import StepTry, collapse_tries, run_state
 from twinprov.provenance.spec import WorkflowSpec, load_spec, placeholders, render, workflow_files
 from twinprov.provenance.workspace import run_dir
 from twinprov.ro_crates.errors import CrateInputError, SpecChangedError

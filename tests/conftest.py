@@ -25,6 +25,12 @@ os.environ.pop("TWINPROV_WORKFLOWS_DIR", None)
 os.environ.pop("TWINPROV_CAPTURE", None)
 
 REPO = Path(__file__).resolve().parents[1]
+# The embedded default's Airflow settings (DAGs folder = dags/), set before any test module
+# imports Airflow: Airflow fixes its DAGs folder when first imported, and `dag.test()` finds the
+# DAG it runs through that folder's bundle.
+from twinprov.dags.runner import prepare_environment  # noqa: E402
+
+prepare_environment()
 DEMO_SPEC = REPO / "dags" / "workflows" / "drought_early_warning.yaml"
 
 

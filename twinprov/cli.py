@@ -22,6 +22,7 @@ from twinprov.app.summary import LINEAGE_QUERY, RUNS_USING_QUERY, find_run, run_
 from twinprov.provenance.config import Settings
 from twinprov.provenance.errors import SpecError, TwinprovError
 from twinprov.provenance.ledger import Ledger
+from twinprov.provenance.record import Verdict
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -325,48 +326,48 @@ def cmd_rerun(ns: argparse.Namespace) -> int:
         changed = changed_inputs(settings, original)
     except RerunError as e:
         if ns.json:
-            print(json.dumps({"status": "failed", "notes": [str(e)], "exit_code": 2}, indent=2))
+            print(json.dumps(Verdict.failed(str(e)).to_dict(), indent=2))
         err.print(f"[red]twinprov:[/] {e}")
         return 2
     if changed:  # not a reproducibility failure: the rerun would not test the same thing
-        verdict = {
-            "status": "inputs_changed",
-            "original_run": original.run_iri,
-            "notes": ["inputs changed since the original run: " + "; ".join(changed)],
-            "exit_code": 2,
-        }
+        changed_verdict = Verdict(
+            "inputs_changed",
+            original.run_iri,
+            notes=("inputs changed since the original run: " + "; ".join(changed),),
+        )
         if ns.json:
-            print(json.dumps(verdict, indent=2))
+            print(json.dumps(changed_verdict.to_dict(), indent=2))
         else:
-            _print_verdict(verdict)
-        return 2
+            _print_verdict(changed_verdict)
+        return changed_verdict.exit_code
     # the crate alone is the recipe: its embedded spec, programs, suites and param values
     outcome, summary = _drive(str(original.spec_file), {"rerun_of": ref, **original.params})
-    verdict = summary.get("verdict") or {
-        "status": "failed",
-        "notes": ["the rerun published no verdict"],
-        "exit_code": 2,
-    }
+    published = summary.get("verdict")
+    verdict = (
+        Verdict.from_dict(published)
+        if isinstance(published, dict)
+        else Verdict.failed("the rerun published no verdict", original.run_iri)
+    )
     if ns.json:
-        print(json.dumps({"run": f"{summary['dag_id']}/{summary['run_id']}", **verdict}, indent=2))
+        run = f"{summary['dag_id']}/{summary['run_id']}"
+        print(json.dumps({"run": run, **verdict.to_dict()}, indent=2))
     else:
         _print_summary(summary)
         _print_verdict(verdict)
-    code = verdict.get("exit_code", 2)
-    return code if isinstance(code, int) else 2
+    return verdict.exit_code
 
 
-def _print_verdict(v: dict[str, Any]) -> None:
-    colour = {"reproduced": "green", "differs": "red"}.get(str(v.get("status")), "yellow")
-    out.print(f"verdict [{colour}]{v.get('status')}[/] against {v.get('original_run')}")
-    if v.get("first_divergent_step"):
-        out.print(f"first divergent step: [bold]{v['first_divergent_step']}[/]")
-    if v.get("outputs"):
+def _print_verdict(v: Verdict) -> None:
+    colour = {"reproduced": "green", "differs": "red"}.get(v.status, "yellow")
+    out.print(f"verdict [{colour}]{v.status}[/] against {v.original_run}")
+    if v.first_divergent_step:
+        out.print(f"first divergent step: [bold]{v.first_divergent_step}[/]")
+    if v.outputs:
         t = Table("step", "output", "status", "rule")
-        for o in v["outputs"]:
-            t.add_row(o["step"], o["output"], o["status"], o["rule"])
+        for o in v.outputs:
+            t.add_row(o.step, o.output, o.status, o.rule)
         out.print(t)
-    for note in v.get("notes") or []:
+    for note in v.notes:
         out.print(f"note: {note}")
 
 
@@ -401,8 +402,8 @@ def cmd_show(ns: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
-        if summary.get("verdict"):
-            _print_verdict(summary["verdict"])
+        if rec.verdict is not None:
+            _print_verdict(rec.verdict)
     return 0
 
 

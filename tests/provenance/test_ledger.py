@@ -181,7 +181,7 @@ def test_event_of_a_process_killed_while_writing_is_recovered(tmp_path: Path) ->
 def test_a_try_that_never_reported_an_end_is_interrupted() -> None:
     """A try with only its ``running`` event, followed by a later try of the same task (its
     process was killed): recorded as ``interrupted`` with the reason, never left running."""
-    from twinprov.provenance.prov_model import INTERRUPTED, collapse_tries
+    from twinprov.provenance.record import INTERRUPTED, collapse_tries
 
     first, second = _events("r7", 1)
     retry = [

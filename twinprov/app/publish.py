@@ -34,7 +34,8 @@ from twinprov.provenance.config import Settings
 from twinprov.provenance.errors import PublishError, RunNotFoundError, StoreError, TwinprovError
 from twinprov.provenance.ids import Ids
 from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
-from twinprov.provenance.prov_model import RunFacts, build_document, collapse_tries, run_state
+from twinprov.provenance.prov_model import RunFacts, build_document
+from twinprov.provenance.record import Verdict, collapse_tries, latest_tries, run_state
 from twinprov.provenance.spec import RERUN_PARAM
 from twinprov.provenance.store import GraphStore, open_store
 from twinprov.provenance.workspace import run_dir, run_slug
@@ -129,15 +130,6 @@ def build_run_document(
     return build_document(Ids(settings.base_iri), facts, events), state
 
 
-def _latest_tries(tries: list[Any]) -> list[Any]:
-    last: dict[tuple[str, int], Any] = {}
-    for t in tries:
-        key = (t.task_id, t.map_index)
-        if key not in last or t.try_number > last[key].try_number:
-            last[key] = t
-    return list(last.values())
-
-
 def _stac_stage(
     settings: Settings, spec: Any, rec: RunRecord, tries: list[Any], ended: str, graph: str
 ) -> dict[str, str]:
@@ -148,7 +140,7 @@ def _stac_stage(
     if spec is not None:
         declared = {o.name: o.geospatial for s in spec.steps for o in s.outputs}
     outputs = []
-    for t in _latest_tries(tries):
+    for t in latest_tries(tries):
         if t.state != "success":
             continue
         ins = tuple(str(i["sha256"]) for i in t.manifest.get("inputs") or [] if i.get("sha256"))
@@ -193,10 +185,8 @@ def _validation_report(
     """One readable HTML page of every validation of the run, beside the GX result JSONs."""
     import json
 
-    checks = [
-        t.payload["validation"] for t in tries if isinstance(t.payload.get("validation"), dict)
-    ]
-    paths = [Path(str(v["report"])) for v in checks if v.get("report")]
+    checks = [v for t in tries if (v := t.validation) is not None]
+    paths = [Path(v.report) for v in checks if v.report]
     if not paths:
         return None
     from twinprov.validation import ValidationRecord, render_html
@@ -226,15 +216,7 @@ def _verdict_stage(
     try:
         original = resolve_original(settings, ref, workflow_of(rec.dag_id))
     except TwinprovError as e:
-        verdict: dict[str, Any] = {
-            "status": "failed",
-            "original_run": ref,
-            "original_crate": None,
-            "outputs": [],
-            "first_divergent_step": None,
-            "notes": [str(e)],
-            "exit_code": 2,
-        }
+        verdict: dict[str, Any] = Verdict.failed(str(e), original_run=ref).to_dict()
     else:
         outputs: dict[tuple[str, str], tuple[str, Path | None]] = {}
         inputs: dict[str, dict[str, str]] = {}
@@ -244,7 +226,7 @@ def _verdict_stage(
                 "the rerun ran a workflow spec that differs from the original's "
                 f"(sha256 {str(rec.info['spec_sha256'])[:12]}… vs {original.spec_sha256[:12]}…)"
             )
-        for t in _latest_tries(tries):
+        for t in latest_tries(tries):
             if t.payload.get("role") != "step" or t.state != "success":
                 continue
             for o in t.manifest.get("outputs") or []:
@@ -365,17 +347,17 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         log.warning("twinprov: validation report not written: %s", gaps["validation_report"])
     publication["validations"] = [
         {
-            "output": v.get("output"),
-            "step": v.get("step"),
-            "sha256": v.get("expected_sha256") or v.get("sha256"),
-            "success": bool(v.get("success")),
-            "skipped": bool(v.get("skipped")),
-            "report_json": v.get("report"),
+            "output": v.output,
+            "step": v.step,
+            "sha256": v.sha256,
+            "success": v.success,
+            "skipped": v.skipped,
+            "report_json": v.report,
             "report_html": publication.get("validation_report"),
-            "suite": v.get("suite"),
+            "suite": v.suite,
         }
-        for t in _latest_tries(tries)
-        if isinstance(v := t.payload.get("validation"), dict)
+        for t in latest_tries(tries)
+        if (v := t.validation) is not None
     ]
 
     try:

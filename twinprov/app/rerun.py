@@ -16,10 +16,8 @@ from __future__ import annotations
 
 __all__ = [
     "RERUN_PARAM",
-    "OutputComparison",
     "RecordedRun",
     "RerunError",
-    "Verdict",
     "changed_inputs",
     "compare_run",
     "effective_params",
@@ -31,7 +29,7 @@ __all__ = [
 import hashlib
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -39,6 +37,7 @@ from urllib.parse import unquote, urlparse
 from twinprov.provenance.config import Settings
 from twinprov.provenance.errors import TwinprovError
 from twinprov.provenance.ids import CrateIds
+from twinprov.provenance.record import OutputComparison, Verdict
 from twinprov.provenance.spec import RERUN_PARAM, WorkflowSpec, load_spec
 
 PROVENANCE_PROFILE = "https://w3id.org/ro/wfrun/provenance/0.5"
@@ -76,45 +75,6 @@ class RecordedRun:
     step_inputs: Mapping[str, Mapping[str, str]]
     """Per step: input name → sha256 the step used."""
     images: Mapping[str, str | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OutputComparison:
-    """One output, original against rerun."""
-
-    step: str
-    output: str
-    status: str
-    """``identical``, ``equal_within_tolerance``, ``differs``, ``missing`` or ``new``."""
-    original_sha256: str | None
-    rerun_sha256: str | None
-    rule: str
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The answer to "did it reproduce?"."""
-
-    status: str
-    """``reproduced``, ``differs``, ``failed`` (the rerun itself failed) or ``inputs_changed``."""
-    original_run: str
-    original_crate: str
-    outputs: tuple[OutputComparison, ...] = ()
-    first_divergent_step: str | None = None
-    notes: tuple[str, ...] = ()
-
-    @property
-    def exit_code(self) -> int:
-        """0 reproduced, 1 differs, 2 could not run."""
-        return {"reproduced": 0, "differs": 1}.get(self.status, 2)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        d = asdict(self)
-        d["outputs"] = [asdict(o) for o in self.outputs]
-        d["notes"] = list(self.notes)
-        d["exit_code"] = self.exit_code
-        return d
 
 
 # -- reading a crate ------------------------------------------------------------------------

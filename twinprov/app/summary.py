@@ -9,7 +9,7 @@ from twinprov.app.publish import PUBLISH_ROLE
 from twinprov.provenance.config import Settings
 from twinprov.provenance.errors import RunNotFoundError
 from twinprov.provenance.ledger import Ledger, RunRecord
-from twinprov.provenance.prov_model import collapse_tries, run_state
+from twinprov.provenance.record import collapse_tries, run_state
 
 __all__ = ["LINEAGE_QUERY", "RUNS_USING_QUERY", "find_run", "run_summary"]
 
@@ -67,26 +67,10 @@ def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
     steps = []
     validations = []
     for t in tries:
-        m, p = t.manifest, t.payload
-        v = p.get("validation")
-        if isinstance(v, dict):
-            validations.append(
-                {
-                    "output": v.get("output"),
-                    "step": v.get("step"),
-                    "task_id": t.task_id,
-                    "try_number": t.try_number,
-                    "sha256": v.get("expected_sha256") or v.get("sha256"),
-                    "success": bool(v.get("success")),
-                    "skipped": bool(v.get("skipped")),
-                    "policy": v.get("policy"),
-                    "evaluated": v.get("evaluated"),
-                    "failed_expectations": list(v.get("failed_expectations") or []),
-                    "error": v.get("error"),
-                    "report": v.get("report"),
-                }
-            )
+        if (v := t.validation) is not None:
+            validations.append(v.to_dict())
             continue
+        p = t.payload
         env = p.get("environment") or {}
         steps.append(
             {
@@ -100,18 +84,9 @@ def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
                 "environment_digest": env.get("digest") if isinstance(env, dict) else None,
                 "start": t.start,
                 "end": t.end,
-                "exit_code": m.get("exit_code"),
+                "exit_code": t.manifest_record.exit_code,
                 "error": t.error,
-                "outputs": [
-                    {
-                        "name": o.get("name"),
-                        "path": o.get("abs_path") or o.get("path"),
-                        "sha256": o.get("sha256"),
-                        "size": o.get("size"),
-                        "media_type": o.get("media_type"),
-                    }
-                    for o in m.get("outputs") or []
-                ],
+                "outputs": [o.to_dict() for o in t.manifest_record.outputs],
             }
         )
     fresh = ledger.run(rec.dag_id, rec.run_id) or rec
