@@ -98,7 +98,7 @@ class Ids:
 
 class CrateIds:
     """Fragment identifiers of the entities of a run's RO-Crate (one place for the writer,
-    ``twinprov.ro_crates.crate``, and the reader, ``twinprov.app.rerun``)."""
+    ``twinprov.ro_crates.crate_terms``, and the reader, ``twinprov.app.rerun``)."""
 
     @staticmethod
     def step(step: str) -> str:

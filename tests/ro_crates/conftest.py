@@ -50,8 +50,6 @@ class StepRun:
     exit_code: int = 0
 
 
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

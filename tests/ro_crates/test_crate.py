@@ -403,32 +403,3 @@ def test_hand_built_input(tmp_path: Path) -> None:
 def test_parse_image(ref: str, digest: str | None, expected: tuple[Any, ...]) -> None:
     img = parse_image(ref, digest)
     assert (img.registry, img.name, img.tag, img.sha256) == expected
-
-
-@pytest.mark.parametrize(
-    "ident",
-    [
-        "#x",
-        "#a/b/",
-        "#a/../b",
-        "./",
-        "workspace/data%20dir/r%C3%A9%23sult%201.txt",
-        "workspace/x/",
-        "a/./b",
-        "a/../b",
-        "../up",
-        "a;b/c",
-        "a?q=1",
-        "file:///tmp/a%20b",
-        "https://example.org/x/",
-        "urn:twinprov:data/sha256-1",
-    ],
-)
-def test_fast_identifier_resolution_matches_rocrate(ident: str) -> None:
-    from rocrate.rocrate import ROCrate
-
-    from twinprov.ro_crates.crate import _Crate
-
-    fast, reference = _Crate(version="1.1"), ROCrate(version="1.1")
-    reference.arcp_base_uri = fast.arcp_base_uri
-    assert fast.resolve_id(ident) == reference.resolve_id(ident)
