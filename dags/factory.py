@@ -99,7 +99,7 @@ def build_dag(spec_path: Path, backend: str | None = None, *, reproduce: bool = 
                     task_id=step.id, spec_path=str(spec_path), step_id=step.id, **extra
                 )
             else:
-                from twinprov.dags.kube import kube_step_operator
+                from twinprov.dags.pod_operator import kube_step_operator
 
                 op = kube_step_operator(
                     spec, step, spec_path=str(spec_path), target=target, task_id=step.id, **extra

@@ -29,14 +29,11 @@ from fastapi.responses import RedirectResponse, Response
 
 from twinprov.airflow.access import ApiUser, LoginRequired, login_url, readable_dags
 from twinprov.airflow.forward import UpstreamError
+from twinprov.airflow.negotiation import NotAcceptableError
 from twinprov.airflow.service import service
 from twinprov.provenance.errors import QueryError, StoreError
-from twinprov.provenance.sparql_guard import (
-    NotAcceptableError,
-    QueryRefusedError,
-    Rendered,
-    TimeLimitError,
-)
+from twinprov.provenance.sparql_check import QueryRefusedError
+from twinprov.provenance.sparql_results import Rendered, TimeLimitError
 
 QUERY_MEDIA_TYPE = "application/sparql-query"
 UPDATE_MEDIA_TYPE = "application/sparql-update"

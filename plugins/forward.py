@@ -24,17 +24,12 @@ import httpx
 import pyoxigraph as ox
 
 from twinprov.airflow.graph_worker import QueryRequest
+from twinprov.airflow.negotiation import Negotiation
 from twinprov.provenance.errors import QueryError, StoreError
 from twinprov.provenance.ids import Ids
-from twinprov.provenance.sparql_guard import (
-    QueryRefusedError,
-    Rendered,
-    TimeLimitError,
-    choose_dataset,
-    protocol_params,
-    render,
-    render_lines,
-)
+from twinprov.provenance.sparql_check import QueryRefusedError
+from twinprov.provenance.sparql_dataset import choose_dataset, protocol_params
+from twinprov.provenance.sparql_results import Rendered, TimeLimitError, render, render_lines
 
 
 class UpstreamError(QueryError):
@@ -92,7 +87,7 @@ class Forwarder:
             StoreError: the server cannot be reached (HTTP 503).
             UpstreamError: the server failed (HTTP 502).
         """
-        query, accept, fmt = req.query, req.accept, req.fmt
+        query, choose = req.query, Negotiation(req.accept, req.fmt).choose
         row_cap, time_limit_s = req.row_cap, req.time_limit_s
         if query.form is None:
             raise QueryError("a forwarded query must have been parsed")
@@ -128,16 +123,13 @@ class Forwarder:
                     )
                 if query.form == "ASK":
                     answer = ox.parse_query_results(resp.read(), format=ox.QueryResultsFormat.JSON)
-                    return render(
-                        answer, accept=accept, fmt=fmt, row_cap=row_cap, deadline=None, form="ASK"
-                    )
+                    return render(answer, choose=choose, row_cap=row_cap, deadline=None, form="ASK")
                 assert kind is not None
                 return render_lines(
                     _chunks(resp.iter_bytes()),
                     kind=kind,
                     form=query.form,
-                    accept=accept,
-                    fmt=fmt,
+                    choose=choose,
                     row_cap=row_cap,
                     deadline=deadline,
                     on_stop=resp.close,

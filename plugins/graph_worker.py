@@ -15,10 +15,11 @@ Imports no Airflow (it runs the provenance core only). Why a separate process:
   run (:func:`twinprov.app.publish.catch_up`), so nothing published is missing from an answer.
 * **Permissions** are applied inside the child, to the graphs the store really holds: the parent
   sends the DAG ids the user may read, the child keeps only the run graphs of those DAGs (see
-  :func:`twinprov.provenance.sparql_guard.choose_dataset`).
+  :func:`twinprov.provenance.sparql_dataset.choose_dataset`).
 
 The parent (:class:`GraphWorker`) talks to the child over its stdin/stdout, one request at a time,
-with length-prefixed pickles (both ends are this module, in processes of one deployment).
+through :class:`multiprocessing.connection.Connection` ends of the two pipes (pickled messages,
+framed by the stdlib; both ends are this module, in processes of one deployment).
 """
 
 from __future__ import annotations
@@ -29,34 +30,29 @@ import atexit
 import logging
 import os
 import pickle
-import select
-import struct
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import unquote
 
+from twinprov.airflow.negotiation import Negotiation, NotAcceptableError
 from twinprov.provenance.errors import QueryError, StoreError
-from twinprov.provenance.sparql_guard import (
+from twinprov.provenance.sparql_check import (
     CheckedQuery,
     MalformedQueryError,
-    NotAcceptableError,
     QueryRefusedError,
-    Rendered,
-    TimeLimitError,
-    choose_dataset,
     explain_syntax_error,
-    query_options,
-    render,
 )
+from twinprov.provenance.sparql_dataset import choose_dataset, query_options
+from twinprov.provenance.sparql_results import Rendered, TimeLimitError, render
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">I")
 _GRACE_S = 1.0
 """How long after the time limit the parent waits for the cut answer before stopping the child."""
 
@@ -93,37 +89,15 @@ class QueryRequest:
 # -- framing -----------------------------------------------------------------------------------
 
 
-def _send(stream: IO[bytes], message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
-    stream.flush()
-
-
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
-    """``n`` bytes from ``fd``; None at end of file; TimeoutError past ``deadline``."""
-    chunks: list[bytes] = []
-    while n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError
-        chunk = os.read(fd, n)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def _recv(fd: int, deadline: float | None) -> Any:
-    head = _read_exact(fd, _HEADER.size, deadline)
-    if head is None:
+def _recv(conn: Connection, timeout: float | None) -> Any:
+    """The next message from ``conn``; None at end of file; TimeoutError when nothing came
+    within ``timeout`` seconds (None: wait as long as it takes)."""
+    if timeout is not None and not conn.poll(max(timeout, 0.0)):
+        raise TimeoutError
+    try:
+        return conn.recv()
+    except EOFError:
         return None
-    (size,) = _HEADER.unpack(head)
-    body = _read_exact(fd, size, deadline)
-    if body is None:
-        return None
-    return pickle.loads(body)
 
 
 # -- the parent's side -------------------------------------------------------------------------
@@ -135,31 +109,52 @@ class GraphWorker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self._proc: subprocess.Popen[bytes] | None = None
+        self._to_child: Connection | None = None
+        self._from_child: Connection | None = None
         self._lock = threading.Lock()
         atexit.register(self.stop)
 
-    def _ensure(self) -> subprocess.Popen[bytes]:
+    def _ensure(self) -> tuple[Connection, Connection]:
+        """The connections to and from a running child (started if there is none)."""
         if self._proc is not None and self._proc.poll() is None:
-            return self._proc
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "twinprov.airflow.graph_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-            close_fds=True,
-        )
-        assert self._proc.stdin is not None
-        _send(self._proc.stdin, self.config)
-        return self._proc
+            assert self._to_child is not None and self._from_child is not None
+            return self._to_child, self._from_child
+        self._close_connections()
+        child_in, to_child = os.pipe()
+        from_child, child_out = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "twinprov.airflow.graph_worker"],
+                stdin=child_in,
+                stdout=child_out,
+                close_fds=True,
+            )
+        except BaseException:
+            os.close(to_child)
+            os.close(from_child)
+            raise
+        finally:
+            os.close(child_in)
+            os.close(child_out)
+        self._to_child = Connection(to_child, readable=False)
+        self._from_child = Connection(from_child, writable=False)
+        self._to_child.send(self.config)
+        return self._to_child, self._from_child
+
+    def _close_connections(self) -> None:
+        for conn in (self._to_child, self._from_child):
+            if conn is not None:
+                conn.close()
+        self._to_child = self._from_child = None
 
     def stop(self) -> None:
         """Stop the child (it closes the store on its way out)."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
+            self._close_connections()
             return
         try:
-            assert proc.stdin is not None
-            proc.stdin.close()  # end of input: the child closes the store and exits
+            self._close_connections()  # end of input: the child closes the store and exits
             proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
@@ -170,6 +165,7 @@ class GraphWorker:
         if proc is not None and proc.poll() is None:
             proc.kill()  # the OS releases the store's lock with the process
             proc.wait()
+        self._close_connections()
 
     def query(self, request: QueryRequest) -> Rendered:
         """Answer one query through the child.
@@ -190,17 +186,15 @@ class GraphWorker:
             self._lock.release()
 
     def _exchange(self, request: QueryRequest) -> Rendered:
-        proc = self._ensure()
-        assert proc.stdin is not None and proc.stdout is not None
-        fd = proc.stdout.fileno()
+        to_child, from_child = self._ensure()
         running = False
         try:
-            _send(proc.stdin, request)
+            to_child.send(request)
             start_by = self.config.store_wait_s + self.config.catchup_timeout_s + _GRACE_S
-            msg = _recv(fd, time.monotonic() + start_by)
+            msg = _recv(from_child, start_by)
             if msg is not None and msg[0] == "started":
                 running = True
-                msg = _recv(fd, time.monotonic() + request.time_limit_s + _GRACE_S)
+                msg = _recv(from_child, request.time_limit_s + _GRACE_S)
         except TimeoutError:
             self._kill()
             if running:
@@ -381,8 +375,7 @@ class _Owner:
             result = self.embedded.store.query(req.query.text, **query_options(choice))
             return render(
                 result,
-                accept=req.accept,
-                fmt=req.fmt,
+                choose=Negotiation(req.accept, req.fmt).choose,
                 row_cap=req.row_cap,
                 deadline=started + req.time_limit_s,
                 form=req.query.form,
@@ -393,7 +386,7 @@ class _Owner:
             raise QueryError(f"the query failed: {e}") from e
 
 
-def _serve(config: WorkerConfig, fd_in: int, out: IO[bytes]) -> None:
+def _serve(config: WorkerConfig, requests: Connection, out: Connection) -> None:
     owner = _Owner(config)
     try:
         while True:
@@ -401,7 +394,7 @@ def _serve(config: WorkerConfig, fd_in: int, out: IO[bytes]) -> None:
             if owner.is_open:
                 timeout = max(owner.idle_since + config.idle_close_s - time.monotonic(), 0.0)
             try:
-                req = _recv(fd_in, None if timeout is None else time.monotonic() + timeout)
+                req = _recv(requests, timeout)
             except TimeoutError:
                 owner.close()  # idle: let other processes have the store
                 continue
@@ -412,13 +405,13 @@ def _serve(config: WorkerConfig, fd_in: int, out: IO[bytes]) -> None:
                 owner.open()
                 owner.catch_up()
             except StoreError as e:
-                _send(out, ("error", "busy", str(e)))
+                out.send(("error", "busy", str(e)))
                 continue
             except Exception as e:  # a broken ledger must not kill the owner: report it
                 log.exception("twinprov: catching up the graph store failed")
-                _send(out, ("error", "failed", f"catching up the graph store failed: {e}"))
+                out.send(("error", "failed", f"catching up the graph store failed: {e}"))
                 continue
-            _send(out, ("started",))
+            out.send(("started",))
             started = time.monotonic()
             try:
                 reply: tuple[Any, ...] = ("done", owner.answer(req, started))
@@ -430,7 +423,7 @@ def _serve(config: WorkerConfig, fd_in: int, out: IO[bytes]) -> None:
                 reply = ("error", "not-acceptable", str(e))
             except QueryError as e:
                 reply = ("error", "failed", str(e))
-            _send(out, reply)
+            out.send(reply)
             owner.idle_since = time.monotonic()
             if config.idle_close_s <= 0:
                 owner.close()
@@ -441,14 +434,14 @@ def _serve(config: WorkerConfig, fd_in: int, out: IO[bytes]) -> None:
 def main() -> None:
     """Entry point of the child (``python -m twinprov.airflow.graph_worker``)."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    out = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # anything printed goes to stderr, never into the replies
-    fd_in = sys.stdin.fileno()
-    config = _recv(fd_in, None)
+    requests = Connection(os.dup(sys.stdin.fileno()), writable=False)
+    config = _recv(requests, None)
     if not isinstance(config, WorkerConfig):
         log.error("twinprov graph worker: expected a WorkerConfig first, got %r", type(config))
         return
-    _serve(config, fd_in, out)
+    _serve(config, requests, out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from twinprov.airflow.forward import Forwarder
 from twinprov.airflow.graph_worker import GraphWorker, QueryRequest, WorkerConfig
 from twinprov.airflow.settings import EndpointSettings
 from twinprov.provenance.config import Settings
-from twinprov.provenance.sparql_guard import Rendered, check_query
+from twinprov.provenance.sparql_check import check_query
+from twinprov.provenance.sparql_results import Rendered
 
 log = logging.getLogger(__name__)
 

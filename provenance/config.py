@@ -7,7 +7,7 @@ a :class:`Settings` and pass its values down.
 
 Keys of ``[twinprov]`` read into :class:`Settings` (the SPARQL endpoint's limits and the pod
 settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` and
-``twinprov.dags.kube``):
+``twinprov.dags.pod_spec``):
 
 * ``ledger_url``: any SQLAlchemy URL (default: SQLite under ``TWINPROV_HOME``), e.g.
   ``postgresql+psycopg2://twinprov:…@postgres:5432/twinprov``.

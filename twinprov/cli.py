@@ -260,7 +260,7 @@ def cmd_pods(ns: argparse.Namespace) -> int:
     from twinprov.dags.runner import prepare_environment, workflow_path
 
     prepare_environment()  # before anything imports Airflow
-    from twinprov.dags.kube import render_pod_manifests
+    from twinprov.dags.pod_dry_run import render_pod_manifests
 
     params = _coerce_params(ns.workflow, ns.param)
     with _stdout_to_stderr():

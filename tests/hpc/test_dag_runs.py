@@ -381,7 +381,7 @@ def test_a_tampered_step_wrapper_configmap_is_refused(
     forge manifests) stops the step before any pod exists. Faked: the Kubernetes API only."""
     from kubernetes.client import models as k8s
 
-    from twinprov.dags.kube import stepwrap_configmap_name
+    from twinprov.dags.pod_stepwrap import stepwrap_configmap_name
     from twinprov.dags.runner import run_workflow
 
     name = stepwrap_configmap_name()

@@ -91,7 +91,7 @@ def spec_file(tmp_path: Path) -> Path:
 
 
 def _pods(spec_file: Path, backend: str | None = None, **kw: Any) -> dict[str, dict[str, Any]]:
-    from twinprov.dags.kube import render_pod_manifests
+    from twinprov.dags.pod_dry_run import render_pod_manifests
 
     docs = render_pod_manifests(spec_file, backend, kw.pop("params", {}), **kw)
     return {
@@ -212,7 +212,7 @@ def test_argv_without_shell_and_the_wrapper_from_a_configmap(spec_file: Path) ->
 
 
 def test_kubernetes_pod_uses_cluster_settings_and_a_pvc_workspace(spec_file: Path) -> None:
-    from twinprov.dags.kube import KubeSettings
+    from twinprov.dags.pod_spec import KubeSettings
 
     docs = _pods(spec_file, settings=KubeSettings(workspace_claim="dt-runs"))
     pod = _by_step(docs, "pods-wf-report")
@@ -246,7 +246,7 @@ def test_site_overrides_of_the_interlink_placement(tmp_path: Path) -> None:
 
 
 def test_interlink_host_path_workspace_setting(spec_file: Path) -> None:
-    from twinprov.dags.kube import KubeSettings
+    from twinprov.dags.pod_spec import KubeSettings
 
     settings = KubeSettings(interlink_host_path="/ceph/hpc/data/dt/twinprov")
     pod = _by_step(_pods(spec_file, settings=settings), "pods-wf-fit")
@@ -258,7 +258,7 @@ def test_interlink_host_path_workspace_setting(spec_file: Path) -> None:
 
 
 def test_settings_come_from_airflow_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    from twinprov.dags.kube import KubeSettings
+    from twinprov.dags.pod_spec import KubeSettings
 
     monkeypatch.setenv("AIRFLOW__TWINPROV__KUBE_WORKSPACE_CLAIM", "runs-rwx")
     monkeypatch.setenv("AIRFLOW__TWINPROV__INTERLINK_STARTUP_TIMEOUT_SECONDS", "600")
@@ -271,7 +271,8 @@ def test_settings_come_from_airflow_config(monkeypatch: pytest.MonkeyPatch) -> N
 def test_operator_is_the_providers_kpo_without_xcom_sidecar(spec_file: Path) -> None:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    from twinprov.dags.kube import KubeSettings, kube_step_operator
+    from twinprov.dags.pod_operator import kube_step_operator
+    from twinprov.dags.pod_spec import KubeSettings
 
     spec = load_spec(spec_file)
     op = kube_step_operator(
@@ -306,7 +307,7 @@ def test_operator_is_the_providers_kpo_without_xcom_sidecar(spec_file: Path) -> 
 
 
 def test_bad_volumes_and_backends_are_refused(tmp_path: Path, spec_file: Path) -> None:
-    from twinprov.dags.kube import render_pod_manifests
+    from twinprov.dags.pod_dry_run import render_pod_manifests
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -324,7 +325,7 @@ def test_bad_volumes_and_backends_are_refused(tmp_path: Path, spec_file: Path) -
 
 
 def test_local_steps_have_no_pod(tmp_path: Path) -> None:
-    from twinprov.dags.kube import render_pod_manifests
+    from twinprov.dags.pod_dry_run import render_pod_manifests
 
     path = tmp_path / "mixed.yaml"
     path.write_text(
@@ -380,6 +381,6 @@ def test_demo_hpc_spec_renders_for_both_targets() -> None:
     ],
 )
 def test_digest_from_container_status_image_id(image_id: str | None, digest: str | None) -> None:
-    from twinprov.dags.kube import _digest_of_image_id
+    from twinprov.dags.pod_operator import _digest_of_image_id
 
     assert _digest_of_image_id(image_id) == digest

@@ -97,10 +97,11 @@ def test_kubernetes_secret_stays_a_reference(
     stack: Stack, planted: Planted, tmp_path: Path
 ) -> None:
     try:
-        from twinprov.dags.kube import render_pod_manifests
+        from twinprov.dags.pod_dry_run import render_pod_manifests
     except ImportError as e:
         pytest.skip(
-            f"the Kubernetes target (twinprov.dags.kube.render_pod_manifests) is not there yet: {e}"
+            "the Kubernetes target (twinprov.dags.pod_dry_run.render_pod_manifests) "
+            f"is not there yet: {e}"
         )
     spec = tmp_path / "stack_kube_secrets.yaml"
     spec.write_text(KUBE_SECRETS)

@@ -1,29 +1,68 @@
-"""The Airflow-free core of the endpoint: checking queries, negotiation, datasets, cutting."""
+"""The SPARQL endpoint's core, without a server: checking queries, choosing the dataset, writing
+answers within the limits (HTTP content negotiation is tested in tests/endpoint)."""
 
 from __future__ import annotations
 
 import io
 import json
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import pyoxigraph as ox
 import pytest
 import rdflib
 from rdflib.query import Result
 
-from twinprov.provenance.sparql_guard import (
-    EMPTY_GRAPH,
+from twinprov.provenance.errors import QueryError
+from twinprov.provenance.sparql_check import (
+    Kind,
     MalformedQueryError,
-    NotAcceptableError,
     ReadOnlyError,
     ServiceRefusedError,
     check_query,
+    explain_syntax_error,
+)
+from twinprov.provenance.sparql_dataset import (
+    EMPTY_GRAPH,
     choose_dataset,
-    negotiate,
     protocol_params,
     query_options,
-    render,
 )
+from twinprov.provenance.sparql_results import ChooseFormat, render
+
+RESULTS = {
+    "json": ox.QueryResultsFormat.JSON,
+    "xml": ox.QueryResultsFormat.XML,
+    "csv": ox.QueryResultsFormat.CSV,
+    "tsv": ox.QueryResultsFormat.TSV,
+}
+GRAPHS = {
+    "turtle": ox.RdfFormat.TURTLE,
+    "ntriples": ox.RdfFormat.N_TRIPLES,
+    "jsonld": ox.RdfFormat.JSON_LD,
+}
+
+
+@dataclass(frozen=True)
+class _Format:
+    ox_format: Any
+
+    @property
+    def media_type(self) -> str:
+        return str(self.ox_format.media_type)
+
+
+def _in(name: str) -> ChooseFormat:
+    """Answer in the format called ``name``; no format of the other kind."""
+
+    def choose(kind: Kind) -> _Format:
+        table = RESULTS if kind == "results" else GRAPHS
+        if name not in table:
+            raise QueryError(f"no {kind} format {name}")
+        return _Format(table[name])
+
+    return choose
 
 
 @pytest.fixture
@@ -63,8 +102,6 @@ def test_updates_are_refused_as_read_only(text: str, store: ox.Store) -> None:
         try:
             store.query(checked.text)  # a fast-path text reaches Oxigraph's parser, which refuses
         except SyntaxError as e:
-            from twinprov.provenance.sparql_guard import explain_syntax_error
-
             raise explain_syntax_error(text, str(e)) from e
 
 
@@ -113,43 +150,6 @@ def test_fast_path_leaves_parsing_to_oxigraph_and_dataset_clauses_are_read() -> 
     assert q.from_named == ("urn:g:b",)
 
 
-@pytest.mark.parametrize(
-    ("kind", "accept", "fmt", "expected"),
-    [
-        ("results", None, None, "application/sparql-results+json"),
-        ("results", "*/*", None, "application/sparql-results+json"),
-        (
-            "results",
-            "text/html,application/xhtml+xml,*/*;q=0.8",
-            None,
-            "application/sparql-results+json",
-        ),
-        ("results", "application/sparql-results+xml", None, "application/sparql-results+xml"),
-        ("results", "text/csv;q=0.5, text/tab-separated-values", None, "text/tab-separated-values"),
-        ("results", "application/json", None, "application/sparql-results+json"),
-        ("results", "text/*", None, "text/csv"),
-        ("results", "text/csv", "xml", "application/sparql-results+xml"),
-        ("graph", None, None, "text/turtle"),
-        ("graph", "application/ld+json", None, "application/ld+json"),
-        ("graph", "application/n-triples, text/turtle;q=0.9", None, "application/n-triples"),
-        ("graph", "application/turtle,text/turtle", None, "text/turtle"),
-        ("graph", None, "json", "application/ld+json"),
-        ("graph", None, "nt", "application/n-triples"),
-    ],
-)
-def test_negotiation(kind: str, accept: str | None, fmt: str | None, expected: str) -> None:
-    assert negotiate(kind, accept, fmt).media_type == expected  # type: ignore[arg-type]
-
-
-def test_not_acceptable() -> None:
-    with pytest.raises(NotAcceptableError, match="text/turtle"):
-        negotiate("graph", "text/csv", None)
-    with pytest.raises(NotAcceptableError):
-        negotiate("results", "text/turtle;q=1, */*;q=0", None)
-    with pytest.raises(NotAcceptableError, match="format 'csv'"):
-        negotiate("graph", None, "csv")
-
-
 def test_dataset_rules() -> None:
     plain = check_query("SELECT * WHERE { ?s ?p ?o }")
     assert choose_dataset(plain).union
@@ -189,8 +189,8 @@ def _bindings(body: bytes, fmt: str) -> list[dict[str, str]]:
 @pytest.mark.parametrize("fmt", ["json", "xml", "csv", "tsv"])
 def test_render_round_trips_every_results_format(store: ox.Store, fmt: str) -> None:
     q = "SELECT ?s ?o ?g WHERE { GRAPH ?g { ?s <urn:p> ?o } } ORDER BY ?g ?s"
-    full = render(store.query(q), accept=None, fmt=fmt, row_cap=1000, deadline=None)
-    direct = store.query(q).serialize(format=negotiate("results", None, fmt).ox_format)
+    full = render(store.query(q), choose=_in(fmt), row_cap=1000, deadline=None)
+    direct = store.query(q).serialize(format=RESULTS[fmt])
     assert full.body == direct and full.cut is None and full.rows == 60
     parsed = _bindings(full.body, fmt)
     assert len(parsed) == 60 and "second line" in parsed[0]["o"]
@@ -198,30 +198,30 @@ def test_render_round_trips_every_results_format(store: ox.Store, fmt: str) -> N
 
 def test_render_cuts_at_the_row_cap(store: ox.Store) -> None:
     q = "SELECT ?s ?o WHERE { GRAPH ?g { ?s <urn:p> ?o } } ORDER BY ?g ?s"
-    cut = render(store.query(q), accept=None, fmt="json", row_cap=7, deadline=None)
+    cut = render(store.query(q), choose=_in("json"), row_cap=7, deadline=None)
     assert (cut.rows, cut.cut) == (7, "row-cap")
     data = json.loads(cut.body)
     expected = json.loads(store.query(q).serialize(format=ox.QueryResultsFormat.JSON))
     assert data["results"]["bindings"] == expected["results"]["bindings"][:7]
-    exact = render(store.query(q), accept=None, fmt="json", row_cap=60, deadline=None)
+    exact = render(store.query(q), choose=_in("json"), row_cap=60, deadline=None)
     assert (exact.rows, exact.cut) == (60, None)
 
 
 def test_render_graphs_and_booleans(store: ox.Store) -> None:
     q = "CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }"
     for fmt, rdf in (("turtle", "turtle"), ("ntriples", "nt"), ("jsonld", "json-ld")):
-        r = render(store.query(q), accept=None, fmt=fmt, row_cap=1000, deadline=None)
+        r = render(store.query(q), choose=_in(fmt), row_cap=1000, deadline=None)
         assert len(rdflib.Graph().parse(data=r.body, format=rdf)) == 62 == r.rows
-    r = render(store.query(q), accept="text/turtle", fmt=None, row_cap=10, deadline=None)
+    r = render(store.query(q), choose=_in("turtle"), row_cap=10, deadline=None)
     assert (r.rows, r.cut, len(rdflib.Graph().parse(data=r.body, format="turtle"))) == (
         10,
         "row-cap",
         10,
     )
-    yes = render(store.query("ASK { ?s ?p ?o }"), accept=None, fmt="xml", row_cap=1, deadline=0)
+    yes = render(store.query("ASK { ?s ?p ?o }"), choose=_in("xml"), row_cap=1, deadline=0)
     assert Result.parse(io.BytesIO(yes.body), format="xml").askAnswer is False  # default graph
-    with pytest.raises(NotAcceptableError):
-        render(store.query("ASK {}"), accept="text/turtle", fmt=None, row_cap=1, deadline=None)
+    with pytest.raises(QueryError, match="no results format turtle"):
+        render(store.query("ASK {}"), choose=_in("turtle"), row_cap=1, deadline=None)
 
 
 def test_render_stops_at_the_deadline(store: ox.Store) -> None:
@@ -229,27 +229,10 @@ def test_render_stops_at_the_deadline(store: ox.Store) -> None:
     started = time.monotonic()
     r = render(
         store.query(q, use_default_graph_as_union=True),
-        accept=None,
-        fmt="tsv",
+        choose=_in("tsv"),
         row_cap=10**9,
         deadline=started + 0.5,
     )
     assert r.cut == "time-limit" and r.rows and time.monotonic() - started < 5
     rows = ox.parse_query_results(r.body, format=ox.QueryResultsFormat.TSV)
     assert sum(1 for _ in rows) == r.rows
-
-
-def test_core_and_store_owner_import_without_airflow() -> None:
-    from tests.conftest import run_without_airflow
-
-    out = run_without_airflow(
-        """
-        import pyoxigraph as ox
-        from twinprov.provenance.sparql_guard import check_query, render
-        import twinprov.airflow.graph_worker, twinprov.airflow.forward, twinprov.airflow.picture
-        q = check_query("SELECT ?s WHERE { ?s ?p ?o }", parse=True)
-        r = render(ox.Store().query(q.text), accept=None, fmt="csv", row_cap=5, deadline=None)
-        print("ok", r.body)
-        """
-    )
-    assert out.stdout.startswith("ok")
