@@ -93,14 +93,17 @@ class KubeSettings:
     @classmethod
     def load(cls) -> KubeSettings:
         """Read the settings (environment > ``airflow.cfg`` > defaults)."""
+        from twinprov.provenance.config import number_setting
         from twinprov.provenance.config import setting as get
 
-        timeout = get("interlink_startup_timeout_seconds")
+        timeout = number_setting(
+            "interlink_startup_timeout_seconds", cls.interlink_startup_timeout, int
+        )
         ensure = get("kube_ensure_stepwrap_configmap")
         return cls(
             workspace_claim=get("kube_workspace_claim"),
             interlink_host_path=get("interlink_workspace_host_path"),
-            interlink_startup_timeout=int(timeout) if timeout else cls.interlink_startup_timeout,
+            interlink_startup_timeout=int(timeout),
             ensure_configmap=ensure is None or ensure.lower() in ("1", "true", "yes", "on"),
         )
 

@@ -1,8 +1,8 @@
 """Planning a crate: which bytes are copied into it, referenced, or only described.
 
 Every file the run read or wrote is hashed again first; bytes that still match the recorded
-sha256 are shipped: copied (at most the copy threshold, in the kernel with ``sendfile``, else
-``shutil.copyfile``) or referenced by their absolute ``file://`` URI (larger); bytes overwritten
+sha256 are shipped: copied (at most the copy threshold, with ``shutil.copyfile``, which uses
+``sendfile`` on Linux) or referenced by their absolute ``file://`` URI (larger); bytes overwritten
 since the run are described without a payload (``#sha256-…``). The copies run in background
 threads while the crate is being described.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 __all__ = ["CratePlan", "PlannedFile", "copy_file", "safe_rel"]
 
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -40,29 +39,9 @@ class PlannedFile:
 
 
 def copy_file(src: Path, dst: Path) -> None:
-    """Copy bytes in the kernel (``sendfile``), with little Python work per file."""
-    fin = os.open(src, os.O_RDONLY)
-    try:
-        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            size = os.fstat(fin).st_size
-            offset = 0
-            while offset < size:
-                try:
-                    sent = os.sendfile(fout, fin, offset, size - offset)
-                except OSError:  # no sendfile between these two (rare): copy in Python
-                    os.close(fout)
-                    fout = -1
-                    shutil.copyfile(src, dst)
-                    return
-                if sent == 0:
-                    break
-                offset += sent
-        finally:
-            if fout >= 0:
-                os.close(fout)
-    finally:
-        os.close(fin)
+    """Copy the bytes of ``src`` to ``dst`` (``shutil.copyfile``: in the kernel with ``sendfile``
+    on Linux, with little Python work per file)."""
+    shutil.copyfile(src, dst)
 
 
 def safe_rel(rel: str | None) -> str | None:

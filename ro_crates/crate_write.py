@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twinprov.provenance.config import DEFAULT_CRATE_COPY_THRESHOLD
 from twinprov.ro_crates.crate_describe import CrateDescription
 from twinprov.ro_crates.crate_plan import CratePlan
 from twinprov.ro_crates.errors import CrateInputError, CrateWriteError
@@ -58,7 +59,7 @@ def write_crate(
     data: CrateInput,
     dest: Path,
     *,
-    copy_threshold_bytes: int = 10 * 1024**2,
+    copy_threshold_bytes: int = DEFAULT_CRATE_COPY_THRESHOLD,
     hash_workers: int | None = None,
 ) -> CrateBuild:
     """Like :func:`build_crate`, and report what the build did and how long it took."""
@@ -119,7 +120,9 @@ def _swap(tmp: Path, dest: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def build_crate(data: CrateInput, dest: Path, *, copy_threshold_bytes: int = 10 * 1024**2) -> Path:
+def build_crate(
+    data: CrateInput, dest: Path, *, copy_threshold_bytes: int = DEFAULT_CRATE_COPY_THRESHOLD
+) -> Path:
     """Write one run's Provenance Run Crate 0.5 to the folder ``dest``, atomically.
 
     The crate is built in a temporary sibling folder and renamed to ``dest`` (replacing an
