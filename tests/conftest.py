@@ -99,3 +99,12 @@ def airflow_db() -> None:
 
     prepare_environment()
     ensure_database()
+
+
+@pytest.fixture
+def workflows_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder for test workflow specs, which the DAG file will load."""
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    monkeypatch.setenv("TWINPROV_WORKFLOWS_DIR", str(folder))
+    return folder

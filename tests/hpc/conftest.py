@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.conftest import workflows_dir  # noqa: F401  (shared fixture; airflow_db: tests/conftest.py)
 from tests.hpc.fake_kube import FAKE_KUBECONFIG, FakeCluster
 
 STEPS_REPO = "registry.example.org/dt/drought-steps"

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as with_fields
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from twinprov.provenance.errors import PublishError, RunNotFoundError, StoreErro
 from twinprov.provenance.ids import Ids
 from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
 from twinprov.provenance.prov_model import RunFacts, build_document
-from twinprov.provenance.record import Verdict, collapse_tries, latest_tries, run_state
+from twinprov.provenance.record import StepTry, Verdict, collapse_tries, latest_tries, run_state
 from twinprov.provenance.spec import RERUN_PARAM
 from twinprov.provenance.store import GraphStore, open_store
 from twinprov.provenance.workspace import run_dir, run_slug
@@ -283,13 +284,142 @@ def _spec_of(rec: RunRecord) -> Any:
         return None
 
 
-def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
-    """Publish one run: PROV files under the run folder, the ledger updated, the store loaded,
-    STAC Items and MLflow links.
+@dataclass
+class PublishContext:
+    """What the stages of one publication share: the run as read once, and what they add."""
 
-    Only the PROV files and the ledger are essential; every later stage that fails (MLflow
-    unreachable, an output that vanished…) is recorded as a gap of the publication, which
-    ``twinprov publish RUN`` fills in later.
+    settings: Settings
+    rec: RunRecord
+    events: list[TaskEvent]
+    tries: list[StepTry]
+    state: str
+    ended: str
+    graph: str
+    spec: Any
+    publication: dict[str, Any] = field(default_factory=dict)
+    gaps: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One named part of a publication; if it raises, the publication records a gap under its
+    name (the reason in one line) and goes on: ``twinprov publish RUN`` fills it in later."""
+
+    name: str
+    run: Callable[[PublishContext], None]
+
+
+def _mlflow_stage(ctx: PublishContext) -> None:
+    ctx.publication["mlflow_runs"] = []
+    if ctx.spec is None or not any(s.mlflow for s in ctx.spec.steps):
+        return
+    from twinprov.ro_crates.mlflow_links import find_runs
+
+    uri = ctx.settings.mlflow_tracking_uri
+    try:
+        ctx.publication["mlflow_runs"] = [r.to_dict() for r in find_runs(uri, ctx.graph)]
+    except Exception as e:
+        raise PublishError(f"MLflow at {uri} unreachable: {e}") from e
+
+
+def _rerun_verdict_stage(ctx: PublishContext) -> None:
+    ctx.publication["verdict"] = None
+    if ctx.rec.params.get(RERUN_PARAM):
+        ctx.publication["verdict"] = _verdict_stage(ctx.settings, ctx.rec, ctx.tries, ctx.state)
+
+
+def _report_stage(ctx: PublishContext) -> None:
+    rec = ctx.rec
+    report = _validation_report(ctx.settings, rec.dag_id, rec.run_id, ctx.tries)
+    if report is not None:
+        ctx.publication["validation_report"] = report
+
+
+def _validations_stage(ctx: PublishContext) -> None:
+    ctx.publication["validations"] = [
+        {
+            "output": v.output,
+            "step": v.step,
+            "sha256": v.sha256,
+            "success": v.success,
+            "skipped": v.skipped,
+            "report_json": v.report,
+            "report_html": ctx.publication.get("validation_report"),
+            "suite": v.suite,
+        }
+        for t in latest_tries(ctx.tries)
+        if (v := t.validation) is not None
+    ]
+
+
+def _stac_items_stage(ctx: PublishContext) -> None:
+    ctx.publication["stac_items"] = _stac_stage(
+        ctx.settings, ctx.spec, ctx.rec, ctx.tries, ctx.ended, ctx.graph
+    )
+
+
+def _crate_stage(ctx: PublishContext) -> None:
+    from twinprov.ro_crates.assemble import crate_input_from_ledger
+    from twinprov.ro_crates.crate import build_crate
+
+    rec = ctx.rec
+    read = (with_fields(rec, ended=ctx.ended, publication=ctx.publication), ctx.events)
+    crate = build_crate(
+        crate_input_from_ledger(ctx.settings, rec.dag_id, rec.run_id, already_read=read),
+        crate_dir(ctx.settings, rec.dag_id, rec.run_id),
+        copy_threshold_bytes=ctx.settings.crate_copy_threshold,
+    )
+    ctx.publication["crate"] = str(crate)
+
+
+def _mlflow_tags_stage(ctx: PublishContext) -> None:
+    runs = ctx.publication.get("mlflow_runs") or []
+    if not runs:
+        return
+    from twinprov.ro_crates.mlflow_links import tag_back
+
+    crate = crate_dir(ctx.settings, ctx.rec.dag_id, ctx.rec.run_id)
+    tag_back(
+        ctx.settings.mlflow_tracking_uri,
+        [m["run_id"] for m in runs],
+        crate=str(crate) if crate.is_dir() else None,
+        prov_run=ctx.graph,
+    )
+
+
+BEFORE_PROV: tuple[Stage, ...] = (
+    Stage("mlflow", _mlflow_stage),
+    Stage("verdict", _rerun_verdict_stage),
+)
+"""Stages whose facts go into the PROV document."""
+
+AFTER_PROV: tuple[Stage, ...] = (
+    Stage("validation_report", _report_stage),
+    Stage("validations", _validations_stage),
+    Stage("stac", _stac_items_stage),
+    Stage("crate", _crate_stage),
+    Stage("mlflow_tags", _mlflow_tags_stage),
+)
+"""Stages that publish the run elsewhere, after its PROV files and ledger row are written."""
+
+
+def _run_stages(ctx: PublishContext, stages: Sequence[Stage]) -> None:
+    for stage in stages:
+        try:
+            stage.run(ctx)
+        except Exception as e:
+            reason = str(e) if isinstance(e, TwinprovError) else f"{type(e).__name__}: {e}"
+            ctx.gaps[stage.name] = " ".join(reason.split())
+            log.warning("twinprov: publication stage %s not done: %s", stage.name, reason)
+
+
+def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
+    """Publish one run: the stages of :data:`BEFORE_PROV`, the PROV files and the ledger row,
+    the stages of :data:`AFTER_PROV`, then the graph store.
+
+    Only the PROV files and the ledger are essential; a stage that fails is recorded as a gap of
+    the publication (its name, the reason), which ``twinprov publish RUN`` fills in later. A
+    graph store that cannot be reached leaves the run pending for it.
     """
     ledger = Ledger(settings.ledger_url)
     ledger.ingest_spool(settings.spool_dir)
@@ -298,107 +428,43 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         raise RunNotFoundError(f"no recorded run {dag_id}/{run_id}")
     events = _step_events(ledger.events(dag_id, run_id))
     tries = collapse_tries(events)
-    state = run_state(tries)
-    ended = datetime.now(UTC).isoformat()
-    graph = Ids(settings.base_iri).run(dag_id, run_id)
-    spec = _spec_of(rec)
-    gaps: dict[str, str] = {}
-
-    mlflow_runs: list[dict[str, Any]] = []
-    if spec is not None and any(s.mlflow for s in spec.steps):
-        try:
-            from twinprov.ro_crates.mlflow_links import find_runs
-
-            mlflow_runs = [r.to_dict() for r in find_runs(settings.mlflow_tracking_uri, graph)]
-        except Exception as e:
-            gaps["mlflow"] = f"MLflow at {settings.mlflow_tracking_uri} unreachable: {e}"
-            log.warning("twinprov: %s", gaps["mlflow"])
-
-    verdict = None
-    if (rec.info.get("params") or {}).get(RERUN_PARAM):
-        verdict = _verdict_stage(settings, rec, tries, state)
-    facts = RunFacts(dag_id, run_id, rec.info, state, ended, mlflow_runs, verdict)
+    ctx = PublishContext(
+        settings=settings,
+        rec=rec,
+        events=events,
+        tries=tries,
+        state=run_state(tries),
+        ended=datetime.now(UTC).isoformat(),
+        graph=Ids(settings.base_iri).run(dag_id, run_id),
+        spec=_spec_of(rec),
+    )
+    _run_stages(ctx, BEFORE_PROV)
+    publication = ctx.publication
+    facts = RunFacts(
+        dag_id,
+        run_id,
+        rec.info,
+        ctx.state,
+        ctx.ended,
+        publication.get("mlflow_runs") or (),
+        publication.get("verdict"),
+    )
     doc = build_document(Ids(settings.base_iri), facts, events)
     texts = {PROV_FORMATS[f]: _serialize(doc, f) for f in PROV_FORMATS}
     files = _write_atomically(run_dir(settings.runs_dir, dag_id, run_id) / "prov", texts)
     digest = hashlib.sha256(texts[PROV_FORMATS["provjson"]].encode()).hexdigest()
-    publication: dict[str, Any] = {
-        "files": files,
-        "graph": graph,
-        "mlflow_runs": mlflow_runs,
-        "verdict": verdict,
-    }
+    publication.update(files=files, graph=ctx.graph)
     ledger.update_run(
         dag_id,
         run_id,
-        state=state,
-        ended=ended,
+        state=ctx.state,
+        ended=ctx.ended,
         published_at=datetime.now(UTC).isoformat(),
         published_digest=digest,
         publication=publication,
     )
-
-    try:
-        report = _validation_report(settings, dag_id, run_id, tries)
-        if report is not None:
-            publication["validation_report"] = report
-    except Exception as e:
-        gaps["validation_report"] = f"{type(e).__name__}: {e}"
-        log.warning("twinprov: validation report not written: %s", gaps["validation_report"])
-    publication["validations"] = [
-        {
-            "output": v.output,
-            "step": v.step,
-            "sha256": v.sha256,
-            "success": v.success,
-            "skipped": v.skipped,
-            "report_json": v.report,
-            "report_html": publication.get("validation_report"),
-            "suite": v.suite,
-        }
-        for t in latest_tries(tries)
-        if (v := t.validation) is not None
-    ]
-
-    try:
-        publication["stac_items"] = _stac_stage(settings, spec, rec, tries, ended, graph)
-    except Exception as e:
-        gaps["stac"] = f"{type(e).__name__}: {e}"
-        log.warning("twinprov: STAC not published: %s", gaps["stac"])
-
-    try:
-        from twinprov.ro_crates.assemble import crate_input_from_ledger
-        from twinprov.ro_crates.crate import build_crate
-
-        crate = build_crate(
-            crate_input_from_ledger(
-                settings,
-                dag_id,
-                run_id,
-                already_read=(with_fields(rec, ended=ended, publication=publication), events),
-            ),
-            crate_dir(settings, dag_id, run_id),
-            copy_threshold_bytes=settings.crate_copy_threshold,
-        )
-        publication["crate"] = str(crate)
-    except Exception as e:
-        gaps["crate"] = f"{type(e).__name__}: {e}"
-        log.warning("twinprov: crate not written: %s", gaps["crate"])
-
-    if mlflow_runs:
-        try:
-            from twinprov.ro_crates.mlflow_links import tag_back
-
-            crate = crate_dir(settings, dag_id, run_id)
-            tag_back(
-                settings.mlflow_tracking_uri,
-                [m["run_id"] for m in mlflow_runs],
-                crate=str(crate) if crate.is_dir() else None,
-                prov_run=graph,
-            )
-        except Exception as e:
-            gaps["mlflow_tags"] = f"{type(e).__name__}: {e}"
-    publication["gaps"] = gaps
+    _run_stages(ctx, AFTER_PROV)
+    publication["gaps"] = ctx.gaps
 
     # the rest of the publication goes to the ledger in one transaction with the store's
     # answer (the PROV files and the run's state are there already); a publication cut short
@@ -406,7 +472,7 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
     triples, err = None, None
     try:
         with open_store(settings) as store:
-            triples = store.replace_graph(graph, texts[PROV_FORMATS["turtle"]])
+            triples = store.replace_graph(ctx.graph, texts[PROV_FORMATS["turtle"]])
     except StoreError as e:
         err = str(e)
         log.warning("twinprov: %s; the run stays pending for the graph store", err)
@@ -419,15 +485,15 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
     return Publication(
         dag_id,
         run_id,
-        state,
-        graph,
+        ctx.state,
+        ctx.graph,
         files,
         digest,
         triples,
         err,
         len(tries),
-        gaps=gaps,
-        verdict=verdict,
+        gaps=ctx.gaps,
+        verdict=publication.get("verdict"),
     )
 
 
