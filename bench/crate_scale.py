@@ -29,9 +29,9 @@ from pathlib import Path
 
 import yaml
 
+from twinprov.provenance.hashing import default_workers
 from twinprov.ro_crates.assemble import workflow_info
 from twinprov.ro_crates.crate import write_crate
-from twinprov.ro_crates.hashing import default_workers
 from twinprov.ro_crates.model import CrateInput, FileRecord, RunInfo, TaskTry
 
 MiB = 1024**2

@@ -17,10 +17,11 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from twinprov.provenance.files import atomic_write
 
 CACHE_ENV = "TWINPROV_ENV_CACHE_DIR"
 """Folder of the cache file (default: ``$XDG_CACHE_HOME/twinprov`` or ``~/.cache/twinprov``)."""
@@ -112,17 +113,10 @@ def _read_cache(path: Path, key: str) -> dict[str, Any] | None:
 
 
 def _write_cache(path: Path, key: str, env: dict[str, Any]) -> None:
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".env-", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"key": key, "environment": env}, fh, sort_keys=True)
-        os.replace(tmp, path)  # readers see the old file or the whole new one
-    except OSError:  # only a cache: the next process lists the distributions again
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    # readers see the old file or the whole new one; it is only a cache: on failure the next
+    # process lists the distributions again
+    with contextlib.suppress(OSError):
+        atomic_write(path, json.dumps({"key": key, "environment": env}, sort_keys=True))
 
 
 def python_environment() -> dict[str, Any]:

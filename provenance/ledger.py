@@ -44,6 +44,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, S
 from sqlalchemy.pool import NullPool
 
 from twinprov.provenance.errors import LedgerError
+from twinprov.provenance.files import lock_fd
 from twinprov.provenance.record import RunRecord, TaskEvent
 
 log = logging.getLogger(__name__)
@@ -359,7 +360,7 @@ class Ledger:
             except FileNotFoundError:  # its writer reached the ledger and removed it meanwhile
                 continue
             try:
-                if not _lock(fd, blocking=False):
+                if not lock_fd(fd, blocking=False):
                     continue  # its writer is still at work: the event is on its way
                 for rec in _read_jsonl(f):
                     ev = TaskEvent(**rec["event"])
@@ -476,7 +477,7 @@ class _SpoolLine:
         tmp = spool_dir / f".{name}.tmp"
         self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            _lock(self.fd, blocking=True)
+            lock_fd(self.fd, blocking=True)
             os.write(self.fd, (line + "\n").encode("utf-8"))
             self.path = spool_dir / f"{name}.jsonl"
             os.replace(tmp, self.path)  # whole, or not there: a reader never sees half a line
@@ -494,19 +495,6 @@ class _SpoolLine:
         with contextlib.suppress(OSError):
             os.fsync(self.fd)
         os.close(self.fd)
-
-
-def _lock(fd: int, *, blocking: bool) -> bool:
-    """``flock`` ``fd`` exclusively; ``False`` if another holds it (non-blocking)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock, ingestion relies on idempotence
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    return True
 
 
 def record_event(

@@ -18,13 +18,13 @@ from typing import Any
 
 from twinprov.provenance.config import Settings
 from twinprov.provenance.errors import RunNotFoundError, SpecError
+from twinprov.provenance.hashing import sha256_file
 from twinprov.provenance.ids import Ids
 from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
 from twinprov.provenance.record import StepTry, collapse_tries, run_state
 from twinprov.provenance.spec import WorkflowSpec, load_spec, placeholders, render, workflow_files
 from twinprov.provenance.workspace import run_dir
 from twinprov.ro_crates.errors import CrateInputError, SpecChangedError
-from twinprov.ro_crates.hashing import sha256_file
 from twinprov.ro_crates.model import (
     CrateInput,
     FileRecord,

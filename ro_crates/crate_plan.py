@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
+from twinprov.provenance.hashing import FileDigest, hash_files
 from twinprov.ro_crates.crate_terms import tool_param, wf_output
 from twinprov.ro_crates.errors import CrateInputError, CrateWriteError, SpecChangedError
-from twinprov.ro_crates.hashing import FileDigest, hash_files
 from twinprov.ro_crates.model import CrateInput, FileRecord, StepSpec, TaskTry
 
 _COPY_BATCH = 64

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twinprov.provenance.config import DEFAULT_CRATE_COPY_THRESHOLD
+from twinprov.provenance.hashing import FileDigest, default_workers
 from twinprov.ro_crates.crate_describe import CrateDescription
 from twinprov.ro_crates.crate_plan import CratePlan
 from twinprov.ro_crates.errors import CrateInputError, CrateWriteError
-from twinprov.ro_crates.hashing import FileDigest, default_workers
 from twinprov.ro_crates.model import CrateInput
 
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 __all__ = ["PROCESSING_SCHEMA", "StacOutput", "geospatial_extent", "publish_items", "multihash"]
 
-import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import pystac
 from pystac.extensions.file import FileExtension
 
+from twinprov.provenance.files import file_lock
 from twinprov.ro_crates.errors import CrateError
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
@@ -142,17 +141,6 @@ def _quicklook(path: Path, var: str, dest: Path) -> bool:
     return True
 
 
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _item_id(run_slug: str, output: str) -> str:
     return f"{run_slug}__{output}"
 
@@ -193,7 +181,7 @@ def publish_items(
 
     if not extents:  # nothing geospatial: leave the catalog as it is
         return StacResult(catalog=stac_root / "catalog.json", items={}, skipped=skipped)
-    with _locked(stac_root.parent / ".stac.lock"):
+    with file_lock(stac_root.parent / ".stac.lock"):
         catalog_file = stac_root / "catalog.json"
         if catalog_file.is_file():
             catalog = pystac.Catalog.from_file(str(catalog_file))

@@ -33,6 +33,7 @@ from prov.model import ProvDocument
 
 from twinprov.provenance.config import Settings
 from twinprov.provenance.errors import PublishError, RunNotFoundError, StoreError, TwinprovError
+from twinprov.provenance.files import atomic_write
 from twinprov.provenance.ids import Ids
 from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
 from twinprov.provenance.prov_model import RunFacts, build_document
@@ -198,9 +199,7 @@ def _validation_report(
         if p.is_file()
     ]
     dest = run_dir(settings.runs_dir, dag_id, run_id) / "validation" / "report.html"
-    tmp = dest.with_suffix(".html.tmp")
-    tmp.write_text(render_html(records, title=f"Validation of {dag_id} run {run_id}"), "utf-8")
-    os.replace(tmp, dest)
+    atomic_write(dest, render_html(records, title=f"Validation of {dag_id} run {run_id}"))
     return str(dest)
 
 
@@ -258,11 +257,7 @@ def _verdict_stage(
         verdict = compare_run(
             original, spec_of(original), outputs, inputs, rerun_state=state, notes=notes
         ).to_dict()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "verdict.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(verdict, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    path = atomic_write(folder / "verdict.json", json.dumps(verdict, indent=2, sort_keys=True))
     verdict["file"] = str(path)
     return verdict
 

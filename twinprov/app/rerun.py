@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlparse
 
 from twinprov.provenance.config import Settings
 from twinprov.provenance.errors import TwinprovError
+from twinprov.provenance.hashing import sha256_file
 from twinprov.provenance.ids import CrateIds
 from twinprov.provenance.record import OutputComparison, Verdict
 from twinprov.provenance.spec import RERUN_PARAM, WorkflowSpec, load_spec
@@ -97,11 +98,7 @@ def _local_path(crate_dir: Path, ident: str) -> Path | None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)[0]
 
 
 def read_crate(crate_dir: Path) -> RecordedRun:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from twinprov.ro_crates.hashing import hash_files, sha256_file
+from twinprov.provenance.hashing import hash_files, sha256_file
 
 
 @pytest.mark.parametrize("size", [0, 1, 2047, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 7])
