@@ -35,6 +35,7 @@ __all__ = [
     "workflow_files",
 ]
 
+import graphlib
 import hashlib
 import re
 from collections.abc import Iterable
@@ -299,18 +300,21 @@ class WorkflowSpec(_Model):
         return ups
 
     def topological_order(self) -> list[Step]:
-        """Steps in dependency order (ties keep file order)."""
-        done: set[str] = set()
+        """Steps in dependency order (``graphlib``; among steps ready together, file order).
+
+        Raises:
+            graphlib.CycleError: the steps form a cycle (``load_spec`` refuses such specs).
+        """
+        position = {s.id: i for i, s in enumerate(self.steps)}
+        sorter = graphlib.TopologicalSorter(
+            {s.id: [u for u in self.upstream_of(s) if u in position] for s in self.steps}
+        )
+        sorter.prepare()
         order: list[Step] = []
-        pending = list(self.steps)
-        while pending:
-            ready = [s for s in pending if set(self.upstream_of(s)) <= done]
-            if not ready:  # cycles are refused by load_spec; guard anyway
-                raise ValueError("cycle in steps")
-            for s in ready:
-                order.append(s)
-                done.add(s.id)
-            pending = [s for s in pending if s.id not in done]
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=position.__getitem__)
+            order += [self.steps[position[i]] for i in ready]
+            sorter.done(*ready)
         return order
 
 
@@ -639,26 +643,12 @@ def _semantic_issues(spec: WorkflowSpec, base_dir: Path | None = None) -> list[S
 
 def _cycle_issues(spec: WorkflowSpec, ids: set[str]) -> list[SpecIssue]:
     graph = {s.id: [u for u in spec.upstream_of(s) if u in ids and u != s.id] for s in spec.steps}
-    state: dict[str, int] = {}
-    stack: list[str] = []
-    found: list[SpecIssue] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for up in graph.get(node, []):
-            if state.get(up) == 1:
-                cycle = stack[stack.index(up) :] + [up]
-                found.append(SpecIssue("steps", "cycle in needs: " + " -> ".join(cycle)))
-            elif up not in state:
-                visit(up)
-        stack.pop()
-        state[node] = 2
-
-    for node in graph:
-        if node not in state:
-            visit(node)
-    return found
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as e:
+        cycle = list(reversed(e.args[1]))  # graphlib names it from the waiting end
+        return [SpecIssue("steps", "cycle in needs: " + " -> ".join(cycle))]
+    return []
 
 
 def parse_spec(text: str, source: str = "<spec>") -> WorkflowSpec:
