@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -30,6 +32,8 @@ FLAGS = [
     "--remote-debugging-port=0",
     "--window-size=1400,1800",
 ]
+COMMAND_TIMEOUT = 120.0
+"""Seconds a DevTools command may take (a loaded machine can stall a renderer for a while)."""
 
 
 def find_chromium() -> str | None:
@@ -48,13 +52,15 @@ class Browser:
         import websocket  # websocket-client
 
         profile.mkdir(parents=True, exist_ok=True)
+        port_file = profile / "DevToolsActivePort"
+        port_file.unlink(missing_ok=True)  # a reused profile's is stale
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # close() ends the group: Chromium forks a browser process
         )
-        port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
         while not port_file.is_file() or not port_file.read_text().strip():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -64,13 +70,17 @@ class Browser:
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             pages = [t for t in json.load(r) if t.get("type") == "page"]
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30)
+        # no Origin header: Chromium 111+ refuses DevTools websockets from other origins
+        self.ws = websocket.create_connection(
+            pages[0]["webSocketDebuggerUrl"], timeout=30, suppress_origin=True
+        )
         self._id = 0
         self.events: list[dict[str, Any]] = []
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """Send one DevTools command and wait for its result."""
+        """Send one DevTools command and wait for its result (``COMMAND_TIMEOUT`` at most)."""
         self._id += 1
+        self.ws.settimeout(COMMAND_TIMEOUT)  # wait_event may have left a short one
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
         while True:
             msg = json.loads(self.ws.recv())
@@ -94,8 +104,9 @@ class Browser:
 
     def open(self, url: str, cookies: dict[str, str] | None = None) -> None:
         """Load ``url`` (with cookies for its origin) and wait for its load event."""
+        # no Network.enable: its events (every request the page makes) would pile up unread
+        # while a test waits on something else
         self.call("Page.enable")
-        self.call("Network.enable")
         for name, value in (cookies or {}).items():
             self.call("Network.setCookie", name=name, value=value, url=url)
         self.events.clear()
@@ -109,6 +120,73 @@ class Browser:
         )
         return result.get("result", {}).get("value")
 
+    def wait_for(self, expression: str, timeout: float = 30, what: str = "") -> Any:
+        """Poll a JavaScript expression until its value is truthy; that value. TimeoutError
+        (naming ``what``, or the expression) after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError:  # the page is navigating: its context is gone for a moment
+                value = None
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"after {timeout:g} s: {what or expression}")
+            time.sleep(0.2)
+
+    def click(self, selector: str, text: str | None = None, timeout: float = 30) -> None:
+        """A real mouse click (pressed, released) in the middle of the first visible element that
+        matches the CSS ``selector`` (and whose text, trimmed, is ``text`` when given), once
+        there is one and it is enabled."""
+        find = f"""(() => {{
+            const want = {json.dumps(text)};
+            const el = Array.from(document.querySelectorAll({json.dumps(selector)})).find(e =>
+                e.getClientRects().length > 0 && !e.disabled &&
+                (want === null || e.innerText.trim() === want));
+            if (!el) return null;
+            el.scrollIntoView({{block: "center", inline: "center"}});
+            const r = el.getBoundingClientRect();
+            return {{x: r.left + r.width / 2, y: r.top + r.height / 2}};
+        }})()"""
+        what = f"an enabled {selector}" + (f" reading {text!r}" if text is not None else "")
+        at = self.wait_for(find, timeout, what)
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call(
+                "Input.dispatchMouseEvent",
+                type=kind,
+                x=at["x"],
+                y=at["y"],
+                button="none" if kind == "mouseMoved" else "left",
+                clickCount=0 if kind == "mouseMoved" else 1,
+            )
+
+    def press(self, key: str, key_code: int = 0, *, code: str = "", **extra: Any) -> None:
+        """One key pressed and released in the focused element, e.g. ``press("Tab", 9)``;
+        ``extra``: more ``Input.dispatchKeyEvent`` fields (``modifiers``, ``commands``)."""
+        for kind in ("rawKeyDown", "keyUp"):
+            self.call(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key=key,
+                code=code or key,
+                windowsVirtualKeyCode=key_code,
+                **extra,
+            )
+
+    def type_into(self, selector: str, text: str, timeout: float = 30) -> None:
+        """Replace the value of a text field as a user does: click it, select all it holds
+        (Ctrl+A), type ``text`` (``Input.insertText``: the page sees real input events)."""
+        self.click(selector, timeout=timeout)
+        self.wait_for(
+            f"document.activeElement === document.querySelector({json.dumps(selector)})",
+            5,
+            f"{selector} focused",
+        )
+        # Ctrl+A; headless Chromium runs no shortcut of its own, so the key names its command
+        self.press("a", 65, code="KeyA", modifiers=2, commands=["selectAll"])
+        self.call("Input.insertText", text=text)
+
     def screenshot(self, path: Path) -> Path:
         """A PNG of the whole page."""
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
@@ -120,11 +198,23 @@ class Browser:
         ws = getattr(self, "ws", None)
         if ws is not None:
             ws.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        # the whole process group: the launched process may have ended while the browser
+        # process it forked lives on
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
             try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                self.proc.poll()
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                continue
+            break
+        self.proc.wait()
         self._log.close()
