@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -97,3 +100,62 @@ def test_report_escapes_a_malicious_column_name(tmp_path: Path) -> None:
     text = "".join(parser.text)
     assert f"expect_column_values_to_not_be_null({EVIL})" in text  # readable once unescaped
     assert EVIL in text  # the unexpected value, shown as text
+
+
+# markup that runs if it reaches the page unescaped: a script element, and one that closes an
+# attribute value and opens an element with an event handler
+PLANTED = '<script>alert(1)</script>"><img src=x onerror=alert(1)>'
+
+
+class _Elements(_Tags):
+    """Every element and attribute the parser sees (what would be live in a browser)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attrs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        self.attrs += [name for name, _ in attrs]
+
+
+def test_report_escapes_planted_markup_in_every_value(tmp_path: Path) -> None:
+    path = tmp_path / "evil.csv"
+    pd.DataFrame({PLANTED: [1.0, np.nan], "b": [PLANTED, "ok"]}).to_csv(path, index=False)
+    suite = suite_of(
+        ("expect_column_values_to_not_be_null", {"column": PLANTED}),  # a planted column name
+        ("expect_column_most_common_value_to_be_in_set", {"column": "b", "value_set": ["x"]}),
+        ("expect_column_values_to_be_in_set", {"column": "b", "value_set": ["ok"]}),
+        name=PLANTED,
+    )
+    ran = validate_file(path, output=PLANTED, media_type=CSV, suite=suite, expected_sha256=None)
+    assert ran.failed_expectations[0] == f"expect_column_values_to_not_be_null({PLANTED})"
+    results = [dict(doc) for doc in ran.result["results"]]
+    assert results[1]["result"]["observed_value"] == [PLANTED, "ok"]  # a planted observed value
+    results[0]["exception_info"] = {"raised_exception": True, "exception_message": PLANTED}
+    record = dataclasses.replace(
+        ran,
+        error=PLANTED,  # a planted error message
+        expected_sha256=PLANTED,
+        result={**ran.result, "results": results},
+    )
+    skipped = dataclasses.replace(ran, skipped=True, success=False, skip_reason=PLANTED)
+
+    page = render_html([record, skipped], title=PLANTED)
+
+    assert "<script" not in page and "<img" not in page and PLANTED not in page
+    assert html.escape(PLANTED) in page  # shown, escaped: &lt;script&gt;… &quot;&gt;&lt;img …
+    parser = _Elements()
+    parser.feed(page)
+    assert not {"script", "img"} & set(parser.tags)
+    assert not [a for a in parser.attrs if a.startswith("on") or a == "src"]
+    text = "".join(parser.text)  # what a reader sees: every planted value, as text
+    for shown in (
+        PLANTED,  # title, output name, suite, error, skip reason
+        f"expect_column_values_to_not_be_null({PLANTED})",  # a failed expectation
+        f"error: {PLANTED}",  # an expectation's exception message
+        json.dumps([PLANTED, "ok"], ensure_ascii=False),  # an observed value
+        f"e.g. {json.dumps([PLANTED], ensure_ascii=False)}",  # unexpected values
+    ):
+        assert shown in text, shown
+    assert text.count(PLANTED) >= 12
