@@ -12,7 +12,6 @@ from __future__ import annotations
 
 __all__ = ["render_html"]
 
-import html
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
-from markupsafe import Markup
 
 from twinprov.validation.run import ValidationRecord, _exception_message
 
@@ -72,22 +70,13 @@ class _Output:
         return self.record.error or self.record.skip_reason or ""
 
 
-def _escape(value: Any) -> Markup:
-    """Every ``{{ }}`` value, escaped like :func:`html.escape` (``&quot;``, ``&#x27;``, as the
-    page always was) with None shown as nothing. Runs before autoescaping; a value that is
-    already Markup passes as is (the template marks nothing safe)."""
-    if isinstance(value, Markup):
-        return value
-    return Markup(html.escape("" if value is None else str(value), quote=True))
-
-
 @cache
 def _template() -> Template:
     """The page template, compiled once per process."""
     env = Environment(
         loader=FileSystemLoader(str(_TEMPLATES)),
         autoescape=select_autoescape(["html", "xml"], default=True),
-        finalize=_escape,
+        finalize=lambda value: "" if value is None else value,  # None shows as nothing
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
