@@ -71,7 +71,6 @@ from twinprov.provenance.spec_model import (
 )
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_suite_candidates = suite_candidates  # the name ``twinprov validate-spec`` imports
 
 
 def _loc(loc: Iterable[int | str]) -> str:

@@ -93,7 +93,7 @@ def _coerce_params(workflow: str, pairs: Sequence[str]) -> dict[str, Any]:
 
 def _suite_problems(spec: Any, spec_path: Path) -> list[str]:
     """Expectation suites the spec names, loaded with Great Expectations (unknown types…)."""
-    from twinprov.provenance.spec import _suite_candidates
+    from twinprov.provenance.spec_checks import suite_candidates
 
     checks = [
         (f"steps[{i}].outputs[{j}].validation", o.validation)
@@ -111,7 +111,7 @@ def _suite_problems(spec: Any, spec_path: Path) -> list[str]:
         try:
             if check.expectations is not None:
                 load_suite(inline=check.expectations, name=where)
-            for path in _suite_candidates(spec, check.suite or "", spec_path.resolve().parent):
+            for path in suite_candidates(spec, check.suite or "", spec_path.resolve().parent):
                 if check.suite is not None:
                     load_suite(suite_file=path, name=where)
         except TwinprovValidationError as e:
