@@ -46,6 +46,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from twinprov.provenance import safe_yaml
 from twinprov.provenance.errors import SpecError, SpecIssue
 
 Target = Literal["local", "kubernetes", "interlink"]
@@ -654,7 +655,7 @@ def _cycle_issues(spec: WorkflowSpec, ids: set[str]) -> list[SpecIssue]:
 def parse_spec(text: str, source: str = "<spec>") -> WorkflowSpec:
     """Parse and check a spec from YAML text; raise :class:`SpecError` naming every mistake."""
     try:
-        data = yaml.load(text, Loader=_YamlLoader)
+        data = safe_yaml.load(text, source)  # size and alias limits: SpecError
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
@@ -680,6 +681,7 @@ def load_spec(path: str | Path) -> WorkflowSpec:
         st = p.stat()
     except OSError as e:
         raise SpecError(str(p), [SpecIssue("", f"cannot read file: {e.strerror}")]) from e
+    safe_yaml.check_size(st.st_size, str(p))
     return _load_cached(str(p), st.st_mtime_ns, st.st_size)
 
 
