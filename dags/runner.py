@@ -49,6 +49,34 @@ def ensure_database() -> None:
         settings.configure_orm()
 
 
+def mask_console_logs() -> None:
+    """Make Airflow's secrets masker apply to the console logging of this process.
+
+    ``dag.test()`` runs each task in this process, logging through the console configuration
+    Airflow's core set up, which does not redact: in a deployment the task's supervisor redacts
+    (and the SDK's own logging configuration adds the ``mask_logs`` processor), and neither is
+    there. So a secret registered with ``airflow.sdk.log.mask_secret`` (a step's ``secrets:``,
+    a connection's password) reached the console in clear. This adds that processor before the
+    renderer of structlog's chain (in place: loggers already built share the list) and of the
+    stdlib handlers' ``ProcessorFormatter``. Idempotent.
+    """
+    import logging
+
+    import structlog
+    from airflow.sdk.log import mask_logs
+
+    chains: list[Any] = [structlog.get_config()["processors"]]
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, structlog.stdlib.ProcessorFormatter):
+            if not isinstance(formatter.processors, list):
+                formatter.processors = list(formatter.processors)
+            chains.append(formatter.processors)
+    for chain in chains:
+        if isinstance(chain, list) and chain and mask_logs not in chain:
+            chain.insert(len(chain) - 1, mask_logs)
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """What a driven run ended as."""
@@ -93,6 +121,7 @@ def run_workflow(
     prepare_environment()
     ensure_database()
     dag = load_workflow_dag(name, backend, reproduce)
+    mask_console_logs()  # the tasks run in this process: no supervisor redacts their logs
     dr = dag.test(run_conf=params or None)
     state = str(getattr(dr.state, "value", dr.state))
     return RunOutcome(dag.dag_id, dr.run_id, state)

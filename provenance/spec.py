@@ -44,6 +44,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from twinprov.provenance import safe_yaml
 from twinprov.provenance.errors import SpecError, SpecIssue
 from twinprov.provenance.spec_checks import semantic_issues, suite_candidates
 from twinprov.provenance.spec_model import (
@@ -94,7 +95,7 @@ def _pydantic_issues(err: ValidationError) -> list[SpecIssue]:
 def parse_spec(text: str, source: str = "<spec>") -> WorkflowSpec:
     """Parse and check a spec from YAML text; raise :class:`SpecError` naming every mistake."""
     try:
-        data = yaml.load(text, Loader=_YamlLoader)
+        data = safe_yaml.load(text, source)  # size and alias limits: SpecError
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
@@ -120,6 +121,7 @@ def load_spec(path: str | Path) -> WorkflowSpec:
         st = p.stat()
     except OSError as e:
         raise SpecError(str(p), [SpecIssue("", f"cannot read file: {e.strerror}")]) from e
+    safe_yaml.check_size(st.st_size, str(p))
     return _load_cached(str(p), st.st_mtime_ns, st.st_size)
 
 

@@ -16,8 +16,8 @@ one fails that test by name instead of silently changing (or slowing down) the c
 * ``Preview.generate_html()`` renders ``rocrate/templates/preview_template.html.j2`` with the
   template globals ``stringify`` and ``is_object_list`` from ``crate.contextual_entities`` and
   ``crate.data_entities`` (``_jsonld`` of each): :class:`CachedPreview` does the same with the
-  template compiled once (:func:`preview_template`); the crate's preview entity gets that class
-  at run time (``crate.preview.__class__``).
+  template compiled once (:func:`preview_template`, with HTML autoescaping, which rocrate's
+  lacks); the crate's preview entity gets that class at run time (``crate.preview.__class__``).
 * ``ROCrate.resolve_id`` resolves every identifier against ``ROCrate.arcp_base_uri`` with
   ``urljoin``: :class:`FastCrate` concatenates instead when that gives the same answer.
 """
@@ -139,12 +139,16 @@ class FastMetadata(Metadata):  # type: ignore[misc]
 def preview_template() -> Any:
     """rocrate's preview template, compiled once per process (rocrate compiles it for every
     crate it writes: a few ms of Jinja each time). Compiled in the scheduler, before the
-    executor forks, by the listener's preload."""
+    executor forks, by the listener's preload.
+
+    Unlike rocrate's, with HTML autoescaping: what it shows (the crate's name and description,
+    which carry the workflow's version and the run id; data entity ids; names) comes from specs
+    and runs, and is text, never markup."""
     import rocrate.model.preview as rocrate_preview
-    from jinja2 import Template
+    from jinja2 import Environment
 
     path = Path(rocrate_preview.__file__).parent.parent.joinpath(*PREVIEW_TEMPLATE)
-    template = Template(path.read_text(encoding="utf-8"))
+    template = Environment(autoescape=True).from_string(path.read_text(encoding="utf-8"))
 
     def stringify(a: Any) -> Any:  # rocrate's own template functions, as it defines them
         if type(a) is list:

@@ -8,7 +8,9 @@ so describing the same input twice gives the same graph.
 
 from __future__ import annotations
 
-__all__ = ["CrateDescription"]
+__all__ = ["CrateDescription", "md_code", "md_text"]
+
+import re
 
 from twinprov.ro_crates.crate_actions import RunDescription
 from twinprov.ro_crates.crate_terms import (
@@ -20,6 +22,29 @@ from twinprov.ro_crates.crate_terms import (
     refs,
 )
 from twinprov.ro_crates.model import TaskTry
+
+_MD_SPECIAL = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "[": "\\[", "]": "\\]"}
+)
+_BACKTICKS = re.compile(r"`+")
+
+
+def md_text(value: object) -> str:
+    """A value as Markdown text on one line: no HTML (``<``, ``>``, ``&`` become entities), no
+    table-cell break (``|`` escaped), no link (``[``, ``]`` escaped), no new line or block
+    (line breaks become spaces)."""
+    return " ".join(str(value).split()).translate(_MD_SPECIAL)
+
+
+def md_code(value: object, *, in_table: bool = False) -> str:
+    """A value as a Markdown code span on one line. A span's text is never HTML; its fence is
+    longer than any run of backticks inside (CommonMark), so the value cannot close it."""
+    text = " ".join(str(value).split())
+    if in_table:  # GFM splits table cells at ``|`` even inside code spans
+        text = text.replace("|", "\\|")
+    fence = "`" * (max((len(m) for m in _BACKTICKS.findall(text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 class CrateDescription(RunDescription):
@@ -76,27 +101,30 @@ class CrateDescription(RunDescription):
         )
 
     def readme(self) -> str:
-        """A short human summary of the run (deterministic: no build time in it)."""
+        """A short human summary of the run (deterministic: no build time in it).
+
+        Values from the spec and the run are Markdown text or code spans (:func:`md_text`,
+        :func:`md_code`): a Markdown renderer shows them, it does not run them as HTML."""
         run, wf = self.data.run, self.wf
         by_step: dict[str, list[TaskTry]] = {}
         for t in self.tries:
             by_step.setdefault(t.task_id, []).append(t)
         lines = [
-            f"# {wf.name} run {run.run_id}",
+            f"# {md_text(wf.name)} run {md_text(run.run_id)}",
             "",
-            f"- state: **{run.state}**",
-            f"- Airflow DAG: `{run.dag_id}`"
-            + (f", run type {run.run_type}" if run.run_type else ""),
+            f"- state: **{md_text(run.state)}**",
+            f"- Airflow DAG: {md_code(run.dag_id)}"
+            + (f", run type {md_text(run.run_type)}" if run.run_type else ""),
             f"- started: {iso_time(run.start) or 'unknown'}; "
             f"ended: {iso_time(run.end) or 'unknown'}",
         ]
         if run.triggering_user:
-            lines.append(f"- triggered by: {run.triggering_user}")
+            lines.append(f"- triggered by: {md_text(run.triggering_user)}")
         lines += [
-            f"- workflow: `workflow/{wf.spec_path.name}` version {wf.version} "
-            f"(sha256 `{wf.spec_sha256}`)",
-            f"- engine: twinprov {run.twinprov_version}"
-            + (f" on Apache Airflow {run.airflow_version}" if run.airflow_version else ""),
+            f"- workflow: {md_code('workflow/' + wf.spec_path.name)} version "
+            f"{md_text(wf.version)} (sha256 {md_code(wf.spec_sha256)})",
+            f"- engine: twinprov {md_text(run.twinprov_version)}"
+            + (f" on Apache Airflow {md_text(run.airflow_version)}" if run.airflow_version else ""),
             "",
             "| # | step | tries | last state | outputs |",
             "|---|------|-------|------------|---------|",
@@ -104,13 +132,16 @@ class CrateDescription(RunDescription):
         for s in wf.steps:
             tries = by_step.get(s.id, [])
             state = tries[-1].state if tries else "not run"
-            outs = ", ".join(f"`{o.path}`" for o in s.outputs) or "-"
-            lines.append(f"| {s.position} | {s.id} | {len(tries)} | {state} | {outs} |")
+            outs = ", ".join(md_code(o.path, in_table=True) for o in s.outputs) or "-"
+            lines.append(
+                f"| {s.position} | {md_text(s.id)} | {len(tries)} | {md_text(state)} | {outs} |"
+            )
         failed = [t for t in self.tries if t.failed]
         if failed:
             lines += ["", "Failures:", ""]
             lines += [
-                f"- step `{t.task_id}` try {t.try_number}: {t.error or t.state}" for t in failed
+                f"- step {md_code(t.task_id)} try {t.try_number}: {md_text(t.error or t.state)}"
+                for t in failed
             ]
         lines += [
             "",

@@ -5,8 +5,9 @@ per geospatial output of a run: bbox/geometry and time range read from the file,
 with ``file:checksum`` (multihash sha2-256) and ``file:size``, the ``processing`` extension
 (lineage, software, datetime), ``derived_from`` links to the Items of the step's inputs, a
 ``describedby`` link to the run's RO-Crate, and a PNG quicklook as the ``thumbnail`` asset.
-Republishing a run replaces its Items (idempotent). Updates are serialized with a file lock and
-written to a temporary folder that is renamed into place.
+Republishing a run replaces its Items (idempotent); publishing one run leaves every other run's
+files as they were (Item JSON, quicklook). Updates are serialized with a file lock and written
+to a temporary folder that is renamed into place.
 """
 
 from __future__ import annotations
@@ -143,6 +144,28 @@ def _quicklook(path: Path, var: str, dest: Path) -> bool:
 
 def _item_id(run_slug: str, output: str) -> str:
     return f"{run_slug}__{output}"
+
+
+def _keep_other_runs_files(old_root: Path, new_root: Path, dag_id: str, own: set[str]) -> None:
+    """Put every file of the old catalog that is not this run's back, byte for byte.
+
+    Saving writes only JSON, and pystac re-serializes the Items it read (their asset hrefs made
+    relative to the new folder): the other runs' Item folders (JSON, ``thumbnail.png``) and the
+    other workflows' collections are copied over from the old catalog instead. Only the root
+    catalog, this workflow's ``collection.json`` and this run's Item folders are new.
+    """
+    if not old_root.is_dir():
+        return
+    for src in old_root.rglob("*"):
+        rel = src.relative_to(old_root)
+        parts = rel.parts
+        if not src.is_file() or parts == ("catalog.json",) or parts == (dag_id, "collection.json"):
+            continue
+        if len(parts) > 2 and parts[0] == dag_id and parts[1] in own:
+            continue  # this run's Items: just written
+        target = new_root / rel
+        if target.parent.is_dir():  # still in the catalog (a replaced Item's folder is gone)
+            shutil.copy2(src, target)
 
 
 def publish_items(
@@ -289,18 +312,14 @@ def publish_items(
                 "thumbnail",
                 pystac.Asset(href=str(png), media_type=pystac.MediaType.PNG, roles=["thumbnail"]),
             )
-        # carry over earlier runs' thumbnails (saving only writes JSON)
-        if stac_root.is_dir():
-            for png in stac_root.rglob("thumbnail.png"):
-                target = tmp_root / png.relative_to(stac_root)
-                if not target.exists() and target.parent.is_dir():
-                    shutil.copy2(png, target)
         catalog.make_all_asset_hrefs_relative()
         for item in items.values():  # data assets stay absolute (they live in the run folder)
             item.assets["data"].href = str(
                 next(o.path.resolve() for o in outputs if _item_id(run_slug, o.name) == item.id)
             )
         catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+        own = {_item_id(run_slug, o.name) for o in outputs}
+        _keep_other_runs_files(stac_root, tmp_root, dag_id, own)
         old = stac_root.with_name(stac_root.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if stac_root.exists():
