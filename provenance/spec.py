@@ -71,8 +71,6 @@ from twinprov.provenance.spec_model import (
     spec_json_schema,
 )
 
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 
 def _loc(loc: Iterable[int | str]) -> str:
     out = ""
