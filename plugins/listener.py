@@ -60,10 +60,13 @@ def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
         if RERUN_PARAM in info["params"] and info["params"][RERUN_PARAM] is None:
             info["params"][RERUN_PARAM] = ""  # the form's empty (null) field: not a rerun
         if info["params"].get(RERUN_PARAM):
-            try:  # a rerun uses the original's values: record those
-                from twinprov.app.rerun import effective_params
+            from twinprov.app.rerun import RerunRefused, effective_params
 
+            try:  # a rerun uses the original's values: record those
                 info["params"] = effective_params(settings, ti.dag_id, info["params"])
+            except RerunRefused as e:  # another workflow's run: record nothing of it, not even
+                info["params"][RERUN_PARAM] = ""  # its name (the steps fail with the refusal)
+                info["params_error"] = str(e)
             except Exception as e:
                 info["params_error"] = f"rerun_of: {e}"
     spec_path = getattr(task, "spec_path", None)

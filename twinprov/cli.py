@@ -311,7 +311,9 @@ def cmd_rerun(ns: argparse.Namespace) -> int:
     settings = _settings()
     target = Path(ns.run)
     try:
-        if (target / "ro-crate-metadata.json").is_file():
+        if (target / "ro-crate-metadata.json").is_file() or (
+            target.suffix.lower() == ".zip" and target.is_file()
+        ):  # a crate folder or a crate .zip: copied or unpacked under TWINPROV_HOME/imports
             crate = import_crate(settings, target.resolve())
             ref = str(crate)
         else:
@@ -488,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--check", action="store_true", help="check it with rocrate-validator first")
     s.set_defaults(func=cmd_crate)
     s = sub.add_parser("rerun", help="re-run a run (or a crate) and say whether it reproduced")
-    s.add_argument("run", help="RUN_ID, DAG_ID/RUN_ID, 'latest', or a crate folder")
+    s.add_argument("run", help="RUN_ID, DAG_ID/RUN_ID, 'latest', a crate folder or a crate .zip")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_rerun)
     s = sub.add_parser("pods", help="the pod manifests a workflow would submit (YAML)")

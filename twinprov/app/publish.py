@@ -209,14 +209,22 @@ def _verdict_stage(
     """Compare a rerun's outputs with the original's (read from its crate); write verdict.json."""
     import json
 
-    from twinprov.app.rerun import compare_run, resolve_original, spec_of, workflow_of
+    from twinprov.app.rerun import (
+        RerunRefused,
+        compare_run,
+        resolve_original,
+        spec_of,
+        workflow_of,
+    )
 
     ref = str(rec.info["params"][RERUN_PARAM])
     folder = run_dir(settings.runs_dir, rec.dag_id, rec.run_id) / "reproducibility"
     try:
         original = resolve_original(settings, ref, workflow_of(rec.dag_id))
+    except RerunRefused as e:  # another workflow's run: not linked, not even by name
+        verdict: dict[str, Any] = Verdict.failed(str(e)).to_dict()
     except TwinprovError as e:
-        verdict: dict[str, Any] = Verdict.failed(str(e), original_run=ref).to_dict()
+        verdict = Verdict.failed(str(e), original_run=ref).to_dict()
     else:
         outputs: dict[tuple[str, str], tuple[str, Path | None]] = {}
         inputs: dict[str, dict[str, str]] = {}

@@ -7,6 +7,14 @@ task try. A rerun is an ordinary run of the workflow whose param ``rerun_of`` na
 its steps use the original's parameter values, and its publication compares every output with
 the original's and records a :class:`Verdict` (PROV, crate, ``twinprov show``).
 
+``rerun_of`` is untrusted input: it must name a run of the same workflow (``W``, or its
+scheduled-rerun DAG ``W__reproduce``) or a crate of that workflow inside ``TWINPROV_HOME``;
+anything else is refused (:class:`RerunRefused`) before anything of the named run is read.
+Crate content is untrusted too: every path it names must stay inside the crate (no absolute
+names, no ``..``, no symlinks), and an imported crate (a folder or a ``.zip``) is copied or
+unpacked under ``TWINPROV_HOME/imports`` within :data:`MAX_CRATE_FILES` and
+:data:`MAX_CRATE_BYTES`.
+
 Byte identity is the default rule. An output may declare a numeric tolerance in the spec
 (``compare: {rtol, atol}``): NetCDF, CSV and Parquet outputs then count as equal when they have
 the same variables/columns and shapes and their values agree within it.
@@ -15,9 +23,12 @@ the same variables/columns and shapes and their values agree within it.
 from __future__ import annotations
 
 __all__ = [
+    "MAX_CRATE_BYTES",
+    "MAX_CRATE_FILES",
     "RERUN_PARAM",
     "RecordedRun",
     "RerunError",
+    "RerunRefused",
     "changed_inputs",
     "compare_run",
     "effective_params",
@@ -27,10 +38,15 @@ __all__ = [
 ]
 
 import hashlib
+import os
+import re
 import shutil
+import stat
+import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -44,9 +60,23 @@ from twinprov.provenance.spec import RERUN_PARAM, WorkflowSpec, load_spec
 PROVENANCE_PROFILE = "https://w3id.org/ro/wfrun/provenance/0.5"
 _COMPLETED = "http://schema.org/CompletedActionStatus"
 
+MAX_CRATE_FILES = 100_000
+"""Most files a crate may hold to be imported (a folder copied or a ``.zip`` unpacked)."""
+MAX_CRATE_BYTES = 10 * 1024**3
+"""Most bytes (10 GiB) the files of an imported crate may add up to."""
+IMPORTS = "imports"
+"""Folder under ``TWINPROV_HOME`` holding imported crates."""
+_DAG_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}")
+"""A DAG id twinprov makes (a workflow name, or ``<name>__reproduce``)."""
+_COPY_CHUNK = 1024 * 1024
+
 
 class RerunError(TwinprovError):
     """A rerun cannot be prepared: not our crate, a changed spec, a missing input…"""
+
+
+class RerunRefused(RerunError):
+    """``rerun_of`` names a run or crate of another workflow; nothing of it is read or recorded."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +117,41 @@ def _ids(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _local_path(crate_dir: Path, ident: str) -> Path | None:
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (symlinks resolved) is ``root`` or inside it."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _crate_file(crate_dir: Path, ident: str, what: str) -> Path:
+    """The file a crate-relative identifier names; :class:`RerunError` if the name is absolute,
+    has a ``..``, is a symlink or resolves outside the crate. The message names only the
+    identifier: nothing about what lies outside the crate."""
+    rel = unquote(ident)
+    if "://" in ident or rel.startswith(("/", "\\", "~")) or Path(rel).is_absolute():
+        raise RerunError(f"the crate's {what} {ident} is not a path inside the crate: refused")
+    path = crate_dir / rel
+    if ".." in PurePosixPath(rel).parts:
+        raise RerunError(f"the crate's {what} {ident} leaves the crate: refused")
+    if path.is_symlink():
+        raise RerunError(f"the crate's {what} {ident} is a symlink: refused")
+    if not _inside(crate_dir, path):
+        raise RerunError(f"the crate's {what} {ident} leaves the crate: refused")
+    return path
+
+
+def _local_path(crate_dir: Path, ident: str, references: Path | None) -> Path | None:
+    """Where a recorded file can be read now: a file of the crate, or a ``file://`` reference
+    inside ``references`` (the run's own folder, for a crate twinprov published here); never
+    anything else."""
     if ident.startswith("file://"):
+        if references is None:
+            return None
         p = Path(unquote(urlparse(ident).path))
-    elif "://" in ident or ident.startswith("#"):
+        ok = p.is_absolute() and not p.is_symlink() and _inside(references, p)
+        return p if ok and p.is_file() else None
+    if "://" in ident or ident.startswith("#"):
         return None
-    else:
-        p = crate_dir / unquote(ident)
+    p = _crate_file(crate_dir, ident, "file")
     return p if p.is_file() else None
 
 
@@ -101,13 +159,24 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)[0]
 
 
-def read_crate(crate_dir: Path) -> RecordedRun:
-    """The original run as its crate describes it; :class:`RerunError` if it is not one of ours."""
+def read_crate(
+    crate_dir: Path, *, workflow: str | None = None, references: Path | None = None
+) -> RecordedRun:
+    """The original run as its crate describes it; :class:`RerunError` if it is not one of ours.
+
+    ``workflow``: refuse (:class:`RerunRefused`) a crate of any other workflow, before its spec,
+    params or outputs are read. ``references``: follow ``file://`` references to outputs only
+    inside this folder (the run's own folder, for a crate twinprov published here; none are
+    followed by default: an imported crate's point at another machine's files).
+    """
     from rocrate.rocrate import ROCrate
 
     crate_dir = Path(crate_dir)
-    if not (crate_dir / "ro-crate-metadata.json").is_file():
+    metadata = crate_dir / "ro-crate-metadata.json"
+    if not metadata.is_file():
         raise RerunError(f"{crate_dir} is not an RO-Crate folder (no ro-crate-metadata.json)")
+    if metadata.is_symlink():
+        raise RerunError(f"{crate_dir}: its ro-crate-metadata.json is a symlink: refused")
     try:
         crate = ROCrate(str(crate_dir))
     except Exception as e:
@@ -122,11 +191,15 @@ def read_crate(crate_dir: Path) -> RecordedRun:
     parts = iri.rsplit("/", 2)  # <base>run/<dag>/<run>
     if len(parts) != 3 or not parts[0].endswith("run"):
         raise RerunError(f"{crate_dir} was not published by twinprov: it has no '#run' action")
-    dag_q, run_q = parts[1], parts[2]
+    dag_id, run_id = unquote(parts[1]), unquote(parts[2])
+    if not _DAG_ID.fullmatch(dag_id) or not run_id or "/" in run_id:
+        raise RerunError(f"{crate_dir}: its '#run' names no valid DAG id and run id: refused")
+    if workflow is not None and workflow_of(dag_id) != workflow_of(workflow):
+        raise _refused(workflow)
     main = crate.mainEntity
     if main is None:
         raise RerunError(f"{crate_dir} has no main workflow (mainEntity)")
-    spec_file = crate_dir / unquote(main.id)
+    spec_file = _crate_file(crate_dir, str(main.id), "workflow spec (mainEntity)")
     recorded = str(main.get("sha256") or "")
     if not spec_file.is_file():
         raise RerunError(f"the crate's workflow spec {main.id} is missing from {crate_dir}")
@@ -134,7 +207,7 @@ def read_crate(crate_dir: Path) -> RecordedRun:
     if recorded != actual:
         raise RerunError(
             f"the crate's workflow spec {main.id} does not match its recorded sha256 "
-            f"({actual[:12]}… found, {recorded[:12]}… recorded): the crate was altered"
+            f"({recorded[:12]}…): the crate was altered"
         )
     params = {
         str(pv.get("name")): pv.get("value")
@@ -170,14 +243,14 @@ def read_crate(crate_dir: Path) -> RecordedRun:
                             name,
                             str(f["sha256"]),
                             str(f.get("encodingFormat") or ""),
-                            _local_path(crate_dir, f.id),
+                            _local_path(crate_dir, f.id, references),
                         )
                     else:
                         inputs.setdefault(step, {})[name] = str(f["sha256"])
     return RecordedRun(
         crate=crate_dir,
-        dag_id=unquote(dag_q),
-        run_id=unquote(run_q),
+        dag_id=dag_id,
+        run_id=run_id,
         run_iri=iri,
         spec_file=spec_file,
         spec_sha256=recorded,
@@ -190,17 +263,144 @@ def read_crate(crate_dir: Path) -> RecordedRun:
 # -- finding the original ---------------------------------------------------------------------
 
 
-def import_crate(settings: Settings, crate_dir: Path) -> Path:
-    """Copy a crate from anywhere under ``TWINPROV_HOME/imports`` (where reruns may read it)."""
-    recorded = read_crate(crate_dir)  # refuse anything that is not one of our crates first
-    key = hashlib.sha256((crate_dir / "ro-crate-metadata.json").read_bytes()).hexdigest()[:16]
-    dest = settings.home / "imports" / f"{recorded.dag_id}-{key}"
-    if not dest.is_dir():
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(crate_dir, tmp, symlinks=False)
-        tmp.replace(dest)
-    return dest
+class _Budget:
+    """Counts the files and bytes of a crate being imported; refuses past the limits."""
+
+    def __init__(self, source: Path) -> None:
+        self.source, self.files, self.bytes = source, 0, 0
+
+    def add(self, files: int = 0, size: int = 0) -> None:
+        self.files += files
+        self.bytes += size
+        if self.files > MAX_CRATE_FILES:
+            raise RerunError(
+                f"{self.source} holds more than {MAX_CRATE_FILES} files "
+                "(twinprov.app.rerun.MAX_CRATE_FILES): refused"
+            )
+        if self.bytes > MAX_CRATE_BYTES:
+            raise RerunError(
+                f"{self.source} holds more than {MAX_CRATE_BYTES} bytes "
+                "(twinprov.app.rerun.MAX_CRATE_BYTES): refused"
+            )
+
+
+def _copy_folder(source: Path, dest: Path) -> None:
+    """Copy a crate folder into ``dest`` (an empty folder): regular files and folders only."""
+    budget = _Budget(source)
+    for folder, dirs, files in os.walk(source):  # never follows symlinks
+        here = Path(folder)
+        rel = here.relative_to(source)
+        for name in sorted(dirs) + sorted(files):
+            st = (here / name).lstat()
+            if stat.S_ISLNK(st.st_mode):
+                raise RerunError(f"{source}: {(rel / name).as_posix()} is a symlink: refused")
+            if stat.S_ISDIR(st.st_mode):
+                (dest / rel / name).mkdir()
+            elif stat.S_ISREG(st.st_mode):
+                budget.add(1, st.st_size)
+                # not following symlinks: a file swapped for one since lstat stays a link
+                shutil.copyfile(here / name, dest / rel / name, follow_symlinks=False)
+            else:
+                raise RerunError(f"{source}: {(rel / name).as_posix()} is not a regular file")
+
+
+def _unpack_zip(archive: Path, dest: Path) -> None:
+    """Unpack a crate ``.zip`` into ``dest`` (an empty folder): every name relative, without
+    ``..``, not a symlink, inside ``dest`` once resolved; within the file and byte limits."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise RerunError(f"{archive} is not a readable zip archive: {e}") from e
+    dest.mkdir()
+    root = dest.resolve()
+    with zf:
+        entries = zf.infolist()
+        # the declared counts first (nothing written if they are too many), then the real bytes
+        _Budget(archive).add(
+            sum(not i.is_dir() for i in entries), sum(i.file_size for i in entries)
+        )
+        budget = _Budget(archive)
+        for info in entries:
+            name = info.filename
+            if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+                raise RerunError(f"{archive}: entry {name!r} has an absolute name: refused")
+            if "\\" in name or ".." in PurePosixPath(name).parts:
+                raise RerunError(f"{archive}: entry {name!r} has an unsafe name: refused")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise RerunError(f"{archive}: entry {name!r} is a symlink: refused")
+            target = (root / name).resolve()
+            if not target.is_relative_to(root):
+                raise RerunError(f"{archive}: entry {name!r} leaves the crate folder: refused")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            budget.add(1)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "xb") as out:
+                while chunk := src.read(_COPY_CHUNK):
+                    budget.add(size=len(chunk))  # the real size: a declared one may lie
+                    out.write(chunk)
+
+
+def _crate_root(folder: Path) -> Path:
+    """The crate inside an unpacked zip: its top level, or its one top-level folder."""
+    if (folder / "ro-crate-metadata.json").is_file():
+        return folder
+    tops = list(folder.iterdir())
+    if len(tops) == 1 and (tops[0] / "ro-crate-metadata.json").is_file():
+        return tops[0]
+    raise RerunError("the zip archive holds no RO-Crate (no ro-crate-metadata.json at its top)")
+
+
+def import_crate(settings: Settings, source: Path) -> Path:
+    """Copy a crate folder, or unpack a crate ``.zip``, under ``TWINPROV_HOME/imports``
+    (where reruns may read it); the imported crate's folder.
+
+    The crate is checked as it is brought in: no symlinks, names that stay inside it, at most
+    :data:`MAX_CRATE_FILES` files and :data:`MAX_CRATE_BYTES` bytes; then it must be one of
+    twinprov's Provenance Run Crates. Nothing is written outside ``TWINPROV_HOME/imports``,
+    and a refused crate leaves nothing behind.
+    """
+    source = Path(source)
+    imports = settings.home / IMPORTS
+    imports.mkdir(parents=True, exist_ok=True)
+    root = imports.resolve()
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+    try:
+        if source.is_file() and zipfile.is_zipfile(source):
+            _unpack_zip(source, staging / "crate")
+            crate = _crate_root(staging / "crate")
+        elif source.is_dir():
+            (staging / "crate").mkdir()
+            _copy_folder(source, staging / "crate")
+            crate = staging / "crate"
+        else:
+            raise RerunError(f"{source} is neither a crate folder nor a crate .zip")
+        recorded = read_crate(crate)  # refuse anything that is not one of our crates
+        key = hashlib.sha256((crate / "ro-crate-metadata.json").read_bytes()).hexdigest()[:16]
+        dest = root / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', recorded.dag_id).lstrip('.')}-{key}"
+        if not dest.resolve().is_relative_to(root) or dest.parent != root:
+            raise RerunError(f"{source}: its DAG id makes no safe folder name: refused")
+        if not dest.is_dir():
+            try:
+                crate.replace(dest)
+            except OSError:  # imported meanwhile by another process
+                if not dest.is_dir():
+                    raise
+        return dest
+    except OSError as e:
+        raise RerunError(f"cannot import the crate {source}: {e.strerror or e}") from e
+    finally:
+        if staging.resolve().parent == root:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refused(workflow: str) -> RerunRefused:
+    w = workflow_of(workflow)
+    return RerunRefused(
+        f"rerun_of refused: a rerun of {w} may only name a run of {w} ({w}/RUN_ID, "
+        f"{w}{REPRODUCE_SUFFIX}/RUN_ID, a run id or latest) or a crate of {w}"
+    )
 
 
 def resolve_original(settings: Settings, ref: str, dag_id: str) -> RecordedRun:
@@ -209,45 +409,55 @@ def resolve_original(settings: Settings, ref: str, dag_id: str) -> RecordedRun:
     ``ref`` is ``latest`` (the newest successful run of ``dag_id``), ``DAG_ID/RUN_ID``, a run id,
     or a crate folder inside ``TWINPROV_HOME`` (``imports/…`` or a run's ``crate``). Params are
     untrusted input: a crate anywhere else on the machine must be imported first
-    (``twinprov rerun CRATE`` does that).
+    (``twinprov rerun CRATE`` does that), and ``ref`` must name a run (or a crate) of the same
+    workflow as ``dag_id`` (``W`` and ``W__reproduce`` are one workflow); anything else is
+    :class:`RerunRefused` before the ledger or any crate is read.
     """
     from twinprov.provenance.ledger import Ledger
 
+    workflow = workflow_of(dag_id)
     ref = ref.strip()
     path = Path(ref)
-    if path.is_absolute() or ref.startswith("imports/"):
-        full = (settings.home / path).resolve() if not path.is_absolute() else path.resolve()
-        if settings.home.resolve() not in full.parents:
+    if path.is_absolute() or ref.startswith(f"{IMPORTS}/"):
+        full = settings.home / path  # an absolute path stays itself
+        if not _inside(settings.home, full) or full.resolve() == settings.home.resolve():
             raise RerunError(
                 f"rerun_of names {ref}, outside {settings.home}: import the crate first "
                 "(`twinprov rerun CRATE` does)"
             )
-        return read_crate(full)
-    runs = Ledger(settings.ledger_url).runs()
+        return read_crate(full.resolve(), workflow=workflow)
     if ref == "latest":
-        done = [r for r in runs if r.dag_id == dag_id and r.state == "success"]
+        runs = Ledger(settings.ledger_url).runs()
+        done = [r for r in runs if r.dag_id == workflow and r.state == "success"]
         done = [
             r
             for r in done
             if r.publication.get("crate") and not r.info.get("params", {}).get(RERUN_PARAM)
         ]
         if not done:
-            raise RerunError(f"no successful, published run of {dag_id} to re-run")
+            raise RerunError(f"no successful, published run of {workflow} to re-run")
         rec = max(done, key=lambda r: r.first_seen)
     else:
         d, sep, r = ref.partition("/")
+        if sep and workflow_of(d) != workflow:
+            raise _refused(workflow)  # before the ledger is asked whether that run exists
+        runs = Ledger(settings.ledger_url).runs()
         matches = (
             [x for x in runs if (x.dag_id, x.run_id) == (d, r)]
             if sep
-            else [x for x in runs if x.run_id == ref and x.dag_id == dag_id]
+            else [x for x in runs if x.run_id == ref and workflow_of(x.dag_id) == workflow]
         )
         if not matches:
-            raise RerunError(f"rerun_of: no recorded run '{ref}' of {dag_id}")
+            raise RerunError(f"rerun_of: no recorded run '{ref}' of {workflow}")
         rec = matches[0]
     crate = rec.publication.get("crate")
     if not crate:
         raise RerunError(f"run {rec.dag_id}/{rec.run_id} has no crate yet (`twinprov publish`)")
-    return read_crate(Path(str(crate)))
+    from twinprov.provenance.workspace import run_dir
+
+    # outputs too large to copy into the crate are read where the run wrote them, and only there
+    own = run_dir(settings.runs_dir, rec.dag_id, rec.run_id)
+    return read_crate(Path(str(crate)), workflow=workflow, references=own)
 
 
 REPRODUCE_SUFFIX = "__reproduce"
@@ -259,7 +469,9 @@ def workflow_of(dag_id: str) -> str:
 
 
 def effective_params(settings: Settings, dag_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The params a run really uses: for a rerun, the original's values (plus ``rerun_of``)."""
+    """The params a run really uses: for a rerun, the original's values (plus ``rerun_of``).
+
+    :class:`RerunRefused` if ``rerun_of`` names a run or crate of another workflow."""
     ref = str(params.get(RERUN_PARAM) or "")
     if not ref:
         return dict(params)
