@@ -300,7 +300,7 @@ def _real_entries(crate: Path) -> list[tuple[zipfile.ZipInfo | str, bytes]]:
 def test_crafted_zips_are_refused_and_write_nothing_outside(
     tiny_crate: Path, twinprov_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import twinprov.app.rerun as rerun
+    import twinprov.app.crate_unpack as crate_unpack
     from twinprov.app.rerun import RerunError, import_crate
 
     good = _real_entries(tiny_crate)
@@ -323,7 +323,7 @@ def test_crafted_zips_are_refused_and_write_nothing_outside(
             "more than .* files",
         ),
     }
-    monkeypatch.setattr(rerun, "MAX_CRATE_FILES", len(good) + 2, raising=False)
+    monkeypatch.setattr(crate_unpack, "MAX_CRATE_FILES", len(good) + 2, raising=False)
     for name, (entries, message) in cases.items():
         archive = _zip(tmp_path / f"{name.replace(' ', '-')}.zip", entries)
         with pytest.raises(RerunError, match=message):
@@ -333,7 +333,7 @@ def test_crafted_zips_are_refused_and_write_nothing_outside(
         _no_leftovers(twinprov_home)
 
     # too many bytes: the real bytes count, whatever the archive declares
-    monkeypatch.setattr(rerun, "MAX_CRATE_BYTES", 1000, raising=False)
+    monkeypatch.setattr(crate_unpack, "MAX_CRATE_BYTES", 1000, raising=False)
     archive = _zip(tmp_path / "big.zip", [*good, ("workspace/big.bin", b"\0" * 5000)])
     with pytest.raises(RerunError, match="more than 1000 bytes"):
         import_crate(Settings.load(), archive)

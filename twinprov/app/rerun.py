@@ -38,10 +38,8 @@ __all__ = [
 ]
 
 import hashlib
-import os
 import re
 import shutil
-import stat
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -50,8 +48,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from twinprov.app.crate_unpack import (
+    MAX_CRATE_BYTES,
+    MAX_CRATE_FILES,
+    copy_folder,
+    crate_root,
+    unpack_zip,
+)
+from twinprov.app.errors import RerunError, RerunRefused
 from twinprov.provenance.config import Settings
-from twinprov.provenance.errors import TwinprovError
 from twinprov.provenance.hashing import sha256_file
 from twinprov.provenance.ids import CrateIds
 from twinprov.provenance.record import OutputComparison, Verdict
@@ -60,23 +65,10 @@ from twinprov.provenance.spec import RERUN_PARAM, WorkflowSpec, load_spec
 PROVENANCE_PROFILE = "https://w3id.org/ro/wfrun/provenance/0.5"
 _COMPLETED = "http://schema.org/CompletedActionStatus"
 
-MAX_CRATE_FILES = 100_000
-"""Most files a crate may hold to be imported (a folder copied or a ``.zip`` unpacked)."""
-MAX_CRATE_BYTES = 10 * 1024**3
-"""Most bytes (10 GiB) the files of an imported crate may add up to."""
 IMPORTS = "imports"
 """Folder under ``TWINPROV_HOME`` holding imported crates."""
 _DAG_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}")
 """A DAG id twinprov makes (a workflow name, or ``<name>__reproduce``)."""
-_COPY_CHUNK = 1024 * 1024
-
-
-class RerunError(TwinprovError):
-    """A rerun cannot be prepared: not our crate, a changed spec, a missing input…"""
-
-
-class RerunRefused(RerunError):
-    """``rerun_of`` names a run or crate of another workflow; nothing of it is read or recorded."""
 
 
 @dataclass(frozen=True)
@@ -263,95 +255,6 @@ def read_crate(
 # -- finding the original ---------------------------------------------------------------------
 
 
-class _Budget:
-    """Counts the files and bytes of a crate being imported; refuses past the limits."""
-
-    def __init__(self, source: Path) -> None:
-        self.source, self.files, self.bytes = source, 0, 0
-
-    def add(self, files: int = 0, size: int = 0) -> None:
-        self.files += files
-        self.bytes += size
-        if self.files > MAX_CRATE_FILES:
-            raise RerunError(
-                f"{self.source} holds more than {MAX_CRATE_FILES} files "
-                "(twinprov.app.rerun.MAX_CRATE_FILES): refused"
-            )
-        if self.bytes > MAX_CRATE_BYTES:
-            raise RerunError(
-                f"{self.source} holds more than {MAX_CRATE_BYTES} bytes "
-                "(twinprov.app.rerun.MAX_CRATE_BYTES): refused"
-            )
-
-
-def _copy_folder(source: Path, dest: Path) -> None:
-    """Copy a crate folder into ``dest`` (an empty folder): regular files and folders only."""
-    budget = _Budget(source)
-    for folder, dirs, files in os.walk(source):  # never follows symlinks
-        here = Path(folder)
-        rel = here.relative_to(source)
-        for name in sorted(dirs) + sorted(files):
-            st = (here / name).lstat()
-            if stat.S_ISLNK(st.st_mode):
-                raise RerunError(f"{source}: {(rel / name).as_posix()} is a symlink: refused")
-            if stat.S_ISDIR(st.st_mode):
-                (dest / rel / name).mkdir()
-            elif stat.S_ISREG(st.st_mode):
-                budget.add(1, st.st_size)
-                # not following symlinks: a file swapped for one since lstat stays a link
-                shutil.copyfile(here / name, dest / rel / name, follow_symlinks=False)
-            else:
-                raise RerunError(f"{source}: {(rel / name).as_posix()} is not a regular file")
-
-
-def _unpack_zip(archive: Path, dest: Path) -> None:
-    """Unpack a crate ``.zip`` into ``dest`` (an empty folder): every name relative, without
-    ``..``, not a symlink, inside ``dest`` once resolved; within the file and byte limits."""
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise RerunError(f"{archive} is not a readable zip archive: {e}") from e
-    dest.mkdir()
-    root = dest.resolve()
-    with zf:
-        entries = zf.infolist()
-        # the declared counts first (nothing written if they are too many), then the real bytes
-        _Budget(archive).add(
-            sum(not i.is_dir() for i in entries), sum(i.file_size for i in entries)
-        )
-        budget = _Budget(archive)
-        for info in entries:
-            name = info.filename
-            if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-                raise RerunError(f"{archive}: entry {name!r} has an absolute name: refused")
-            if "\\" in name or ".." in PurePosixPath(name).parts:
-                raise RerunError(f"{archive}: entry {name!r} has an unsafe name: refused")
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise RerunError(f"{archive}: entry {name!r} is a symlink: refused")
-            target = (root / name).resolve()
-            if not target.is_relative_to(root):
-                raise RerunError(f"{archive}: entry {name!r} leaves the crate folder: refused")
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            budget.add(1)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "xb") as out:
-                while chunk := src.read(_COPY_CHUNK):
-                    budget.add(size=len(chunk))  # the real size: a declared one may lie
-                    out.write(chunk)
-
-
-def _crate_root(folder: Path) -> Path:
-    """The crate inside an unpacked zip: its top level, or its one top-level folder."""
-    if (folder / "ro-crate-metadata.json").is_file():
-        return folder
-    tops = list(folder.iterdir())
-    if len(tops) == 1 and (tops[0] / "ro-crate-metadata.json").is_file():
-        return tops[0]
-    raise RerunError("the zip archive holds no RO-Crate (no ro-crate-metadata.json at its top)")
-
-
 def import_crate(settings: Settings, source: Path) -> Path:
     """Copy a crate folder, or unpack a crate ``.zip``, under ``TWINPROV_HOME/imports``
     (where reruns may read it); the imported crate's folder.
@@ -368,11 +271,11 @@ def import_crate(settings: Settings, source: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     try:
         if source.is_file() and zipfile.is_zipfile(source):
-            _unpack_zip(source, staging / "crate")
-            crate = _crate_root(staging / "crate")
+            unpack_zip(source, staging / "crate")
+            crate = crate_root(staging / "crate")
         elif source.is_dir():
             (staging / "crate").mkdir()
-            _copy_folder(source, staging / "crate")
+            copy_folder(source, staging / "crate")
             crate = staging / "crate"
         else:
             raise RerunError(f"{source} is neither a crate folder nor a crate .zip")
