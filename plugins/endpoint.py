@@ -10,9 +10,12 @@
 * the default graph is the union of the run graphs the user may read; each run is a named graph.
 
 Every route needs an authenticated Airflow user (bearer JWT from ``/auth/token`` or the UI's
-session cookie). Read-only; limits from ``[twinprov]``; an answer cut at the row cap or the time
-limit says so in ``X-Twinprov-Cut`` (``row-cap`` / ``time-limit``). The HTML pages are in
-:mod:`twinprov.airflow.pages`.
+session cookie). Read-only; limits from ``[twinprov]``; an answer cut at the row cap, the answer
+size limit or the time limit says so in ``X-Twinprov-Cut`` (``row-cap`` / ``answer-size`` /
+``time-limit``). Queries are admitted fairly (:mod:`twinprov.airflow.admission`: 429 for a user at
+their limit, 503 when the queue is full, both with ``Retry-After``); a request body is read no
+further than the query size limit allows (413). Nothing here parses a query: the checks run in
+the query process, within the time limit. The HTML pages are in :mod:`twinprov.airflow.pages`.
 """
 
 from __future__ import annotations
@@ -22,18 +25,20 @@ import threading
 import time
 from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from twinprov.airflow.access import ApiUser, LoginRequired, login_url, readable_dags
+from twinprov.airflow.admission import Admission, AdmissionError, UserLimitError
 from twinprov.airflow.forward import UpstreamError
 from twinprov.airflow.negotiation import NotAcceptableError
 from twinprov.airflow.service import service
 from twinprov.provenance.errors import QueryError, StoreError
 from twinprov.provenance.sparql_check import QueryRefusedError
-from twinprov.provenance.sparql_results import Rendered, TimeLimitError
+from twinprov.provenance.sparql_results import AnswerTooLargeError, Rendered, TimeLimitError
 
 QUERY_MEDIA_TYPE = "application/sparql-query"
 UPDATE_MEDIA_TYPE = "application/sparql-update"
@@ -64,6 +69,12 @@ def cut_headers(rendered: Rendered) -> dict[str, str]:
         headers["X-Twinprov-Cut-Reason"] = (
             f"the time limit of {lim.time_limit_s:g} s was reached: "
             f"the answer holds the {rendered.rows} rows found by then"
+        )
+    elif rendered.cut == "answer-size":
+        headers["X-Twinprov-Cut"] = "answer-size"
+        headers["X-Twinprov-Cut-Reason"] = (
+            f"the answer size limit of {lim.answer_max_bytes / 2**20:g} MiB was reached: "
+            f"the answer holds the first {rendered.rows} rows"
         )
     return headers
 
@@ -106,30 +117,44 @@ def answer_or_raise(
     accept: str | None = None,
     fmt: str | None = None,
 ) -> Rendered:
-    """Answer ``text`` for ``user``; every refusal and failure as an HTTP error with a reason."""
+    """Answer ``text`` for ``user`` once admitted (:func:`admission`); every refusal and failure
+    as an HTTP error with a reason."""
     svc = service()
     try:
         started = time.perf_counter()
         permitted = _permitted(user)
         checked = time.perf_counter()
-        rendered = svc.answer(
-            text,
-            permitted,
-            default_graph_uri=default_graph_uri,
-            named_graph_uri=named_graph_uri,
-            accept=accept,
-            fmt=fmt,
-        )
+        with admission().slot(_user_key(user)):
+            admitted = time.perf_counter()
+            rendered = svc.answer(
+                text,
+                permitted,
+                default_graph_uri=default_graph_uri,
+                named_graph_uri=named_graph_uri,
+                accept=accept,
+                fmt=fmt,
+            )
         done = time.perf_counter()
         timing = (
             f"permissions;dur={(checked - started) * 1000:.2f}, "
-            f"query;dur={(done - checked) * 1000:.2f}"
+            f"queue;dur={(admitted - checked) * 1000:.2f}, "
+            f"query;dur={(done - admitted) * 1000:.2f}"
         )
         return replace(rendered, extra={**rendered.extra, "Server-Timing": timing})
+    except UserLimitError as e:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, str(e), headers={"Retry-After": e.retry_after}
+        ) from e
+    except AdmissionError as e:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, str(e), headers={"Retry-After": e.retry_after}
+        ) from e
     except QueryRefusedError as e:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from e
     except NotAcceptableError as e:
         raise HTTPException(status.HTTP_406_NOT_ACCEPTABLE, str(e)) from e
+    except AnswerTooLargeError as e:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(e)) from e
     except TimeLimitError as e:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -149,6 +174,63 @@ def answer_or_raise(
         raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, str(e)) from e
 
 
+_admission: Admission | None = None
+_admission_lock = threading.Lock()
+
+
+def admission() -> Admission:
+    """This process's admission of queries (made on first use, from the settings)."""
+    global _admission
+    with _admission_lock:
+        if _admission is not None:
+            return _admission
+        lim = service().limits
+        _admission = Admission(
+            lim.workers,
+            lim.user_limit,
+            lim.queue_max,
+            wait_s=lim.time_limit_s + lim.store_wait_s + 2.0,
+        )
+    return _admission
+
+
+def _user_key(user: Any) -> str:
+    """Who is asking, for the per-user limit."""
+    for attr in ("get_id", "get_name"):
+        get = getattr(user, attr, None)
+        if callable(get):
+            with_id = get()
+            if with_id:
+                return f"{type(user).__name__}:{with_id}"
+    return repr(user)
+
+
+def _too_long(got: str, max_chars: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"the query has {got} characters; this endpoint takes at most {max_chars}",
+    )
+
+
+async def _bounded_body(request: Request, max_bytes: int, max_chars: int) -> bytes:
+    """The request body, refused (413) by its ``Content-Length`` or, for a chunked body, as soon
+    as more than ``max_bytes`` came: never read whole into memory."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "bad Content-Length") from None
+        if declared > max_bytes:
+            raise _too_long(f"{declared} bytes, so more than {max_chars}", max_chars)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_long(f"more than {max_chars}", max_chars)
+    return bytes(body)
+
+
 async def _protocol_request(request: Request) -> tuple[str, list[str], list[str], str | None]:
     """The query, dataset and format of a SPARQL 1.1 Protocol query request."""
     params = request.query_params
@@ -160,17 +242,27 @@ async def _protocol_request(request: Request) -> tuple[str, list[str], list[str]
         raise HTTPException(status.HTTP_400_BAD_REQUEST, _READ_ONLY)
     if request.method == "POST":
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        max_chars = service().limits.max_query_chars
         if media == FORM_MEDIA_TYPE:
-            form = await request.form()
-            if "update" in form:
-                raise HTTPException(status.HTTP_400_BAD_REQUEST, _READ_ONLY)
-            queries += [str(v) for v in form.getlist("query")]
-            default += [str(v) for v in form.getlist("default-graph-uri")]
-            named += [str(v) for v in form.getlist("named-graph-uri")]
-            fmt = fmt or (str(form["format"]) if "format" in form else None)
-        elif media == QUERY_MEDIA_TYPE:
+            # percent-encoded UTF-8: up to 12 bytes a character, and the other parameters
+            raw = await _bounded_body(request, 12 * max_chars + 65536, max_chars)
             try:
-                queries.append((await request.body()).decode("utf-8"))
+                pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict")
+            except UnicodeDecodeError as e:
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST, f"the form is not URL-encoded UTF-8: {e}"
+                ) from e
+            form = [(k, v) for k, v in pairs]
+            if any(k == "update" for k, _ in form):
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, _READ_ONLY)
+            queries += [v for k, v in form if k == "query"]
+            default += [v for k, v in form if k == "default-graph-uri"]
+            named += [v for k, v in form if k == "named-graph-uri"]
+            fmt = fmt or next((v for k, v in form if k == "format"), None)
+        elif media == QUERY_MEDIA_TYPE:
+            raw = await _bounded_body(request, 4 * max_chars, max_chars)  # UTF-8: <= 4 a character
+            try:
+                queries.append(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
                 raise HTTPException(
                     status.HTTP_400_BAD_REQUEST, f"the query is not UTF-8 text: {e}"
@@ -190,6 +282,9 @@ async def _protocol_request(request: Request) -> tuple[str, list[str], list[str]
             if not queries
             else f"send exactly one 'query' parameter, not {len(queries)}",
         )
+    max_chars = service().limits.max_query_chars
+    if len(queries[0]) > max_chars:
+        raise _too_long(str(len(queries[0])), max_chars)
     return queries[0], default, named, fmt
 
 
@@ -217,7 +312,9 @@ def create_app() -> FastAPI:
             400: {"description": "malformed query, an update, or SERVICE"},
             401: {"description": "no valid token"},
             406: {"description": "no acceptable format for this query form"},
-            503: {"description": "time limit reached, or the store is busy (retry)"},
+            413: {"description": "the query, a row of the answer, or its memory use is too large"},
+            429: {"description": "this user has as many queries running as they may (retry)"},
+            503: {"description": "time limit reached, or the store or the queue is busy (retry)"},
         },
     )
     async def sparql(request: Request, user: ApiUser) -> Response:

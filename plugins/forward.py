@@ -27,7 +27,7 @@ from twinprov.airflow.graph_worker import QueryRequest
 from twinprov.airflow.negotiation import Negotiation
 from twinprov.provenance.errors import QueryError, StoreError
 from twinprov.provenance.ids import Ids
-from twinprov.provenance.sparql_check import QueryRefusedError
+from twinprov.provenance.sparql_check import CheckedQuery, QueryRefusedError
 from twinprov.provenance.sparql_dataset import choose_dataset, protocol_params
 from twinprov.provenance.sparql_results import Rendered, TimeLimitError, render, render_lines
 
@@ -78,8 +78,11 @@ class Forwarder:
             return None
         return frozenset(g for d in dags for g in by_dag.get(d, ()))
 
-    def answer(self, req: QueryRequest) -> Rendered:
-        """Forward ``req.query`` (checked, so its form is known) and render the answer.
+    def answer(
+        self, req: QueryRequest, query: CheckedQuery, *, time_limit_s: float | None = None
+    ) -> Rendered:
+        """Forward ``query`` (``req``'s text, checked, so its form is known) and render the
+        answer, within ``time_limit_s`` (default: the request's).
 
         Raises:
             QueryRefusedError: the server rejected the query as malformed (HTTP 400).
@@ -87,8 +90,9 @@ class Forwarder:
             StoreError: the server cannot be reached (HTTP 503).
             UpstreamError: the server failed (HTTP 502).
         """
-        query, choose = req.query, Negotiation(req.accept, req.fmt).choose
-        row_cap, time_limit_s = req.row_cap, req.time_limit_s
+        choose = Negotiation(req.accept, req.fmt).choose
+        row_cap = req.row_cap
+        time_limit_s = req.time_limit_s if time_limit_s is None else time_limit_s
         if query.form is None:
             raise QueryError("a forwarded query must have been parsed")
         choice = choose_dataset(
@@ -133,11 +137,12 @@ class Forwarder:
                     row_cap=row_cap,
                     deadline=deadline,
                     on_stop=resp.close,
+                    max_bytes=req.max_answer_bytes,
                 )
         except httpx.TimeoutException as e:
             if isinstance(e, httpx.ConnectTimeout):
                 raise StoreError(f"the SPARQL server at {self.url} cannot be reached: {e}") from e
-            raise TimeLimitError(time_limit_s) from e
+            raise TimeLimitError(req.time_limit_s) from e
         except httpx.TransportError as e:
             raise StoreError(f"the SPARQL server at {self.url} cannot be reached: {e}") from e
 

@@ -3,7 +3,9 @@
 One per API-server process, made on first use (never at import: the plugin is imported by every
 Airflow component). Queries go to the embedded store through its owner process
 (:mod:`twinprov.airflow.graph_worker`) or, when ``[twinprov] sparql_url`` is set, to that SPARQL
-server (:mod:`twinprov.airflow.forward`), after the same checks.
+server (:mod:`twinprov.airflow.forward`), after the same checks. The checks run in the child
+process too (with a forwarding endpoint it only checks), within the time limit: nothing here
+parses a query.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import threading
 import time
 
 from twinprov.airflow.forward import Forwarder
-from twinprov.airflow.graph_worker import GraphWorker, QueryRequest, WorkerConfig
+from twinprov.airflow.graph_worker import CheckRequest, GraphWorker, QueryRequest, WorkerConfig
 from twinprov.airflow.settings import EndpointSettings
 from twinprov.provenance.config import Settings
-from twinprov.provenance.sparql_check import check_query
-from twinprov.provenance.sparql_results import Rendered
+from twinprov.provenance.sparql_results import Rendered, TimeLimitError
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +33,24 @@ class ProvenanceService:
         self.settings = settings
         self.limits = limits
         self.forwarder: Forwarder | None = None
-        self.worker: GraphWorker | None = None
         self._caught_up_at = float("-inf")
         self._catching_up = threading.Lock()
         if limits.sparql_url:
             self.forwarder = Forwarder(
                 limits.sparql_url, ledger_url=settings.ledger_url, base_iri=settings.base_iri
             )
-        else:
-            self.worker = GraphWorker(
-                WorkerConfig(
-                    home=str(settings.home),
-                    ledger_url=settings.ledger_url,
-                    store_path=str(settings.store_path),
-                    base_iri=settings.base_iri,
-                    store_wait_s=limits.store_wait_s,
-                    idle_close_s=limits.store_idle_s,
-                )
+        self.worker = GraphWorker(
+            WorkerConfig(
+                home=str(settings.home),
+                ledger_url=settings.ledger_url,
+                store_path=None if limits.sparql_url else str(settings.store_path),
+                base_iri=settings.base_iri,
+                store_wait_s=limits.store_wait_s,
+                idle_close_s=limits.store_idle_s,
+                workers=limits.workers,
+                memory_mb=limits.memory_mb,
             )
+        )
 
     def ledger_dags(self) -> set[str]:
         """Every DAG with a recorded run."""
@@ -73,9 +74,8 @@ class ProvenanceService:
     ) -> Rendered:
         """Check and answer one query (errors as in :meth:`GraphWorker.query`)."""
         lim = self.limits
-        checked = check_query(text, max_chars=lim.max_query_chars, parse=self.forwarder is not None)
         req = QueryRequest(
-            query=checked,
+            text=text,
             permitted_dags=permitted_dags,
             default_graph_uri=default_graph_uri,
             named_graph_uri=named_graph_uri,
@@ -83,11 +83,17 @@ class ProvenanceService:
             fmt=fmt,
             row_cap=lim.row_cap,
             time_limit_s=lim.time_limit_s,
+            max_chars=lim.max_query_chars,
+            max_answer_bytes=lim.answer_max_bytes,
         )
         if self.forwarder is not None:
+            started = time.monotonic()
+            checked = self.worker.check(CheckRequest(text, lim.max_query_chars, lim.time_limit_s))
             self.catch_up_remote()
-            return self.forwarder.answer(req)
-        assert self.worker is not None
+            left = lim.time_limit_s - (time.monotonic() - started)
+            if left <= 0:
+                raise TimeLimitError(lim.time_limit_s)
+            return self.forwarder.answer(req, checked, time_limit_s=left)
         return self.worker.query(req)
 
     def catch_up_remote(self) -> int:
@@ -119,8 +125,7 @@ class ProvenanceService:
 
     def close(self) -> None:
         """Stop the store owner / close connections."""
-        if self.worker is not None:
-            self.worker.stop()
+        self.worker.stop()
         if self.forwarder is not None:
             self.forwarder.close()
 

@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -91,6 +92,11 @@ MAX_NESTING = 256
 """Deepest nesting of ``{ ( [`` taken: Oxigraph's recursive parser crashes on a few thousand."""
 
 
+_PREFIX_RUN = re.compile(r"(?:[!^]\s*){" + str(MAX_NESTING + 1) + ",}")
+"""A run of more than :data:`MAX_NESTING` prefix operators (``!``, ``^``): each is one more level
+of Oxigraph's recursive parser (60,000 ``!`` overflow its stack)."""
+
+
 def _nesting(text: str) -> int:
     depth = deepest = 0
     for ch in text:  # counts brackets in strings and IRIs too: an over-estimate, never under
@@ -121,11 +127,23 @@ def _walk(node: Any) -> Iterable[Any]:
             stack.extend(x)
 
 
+_PARSER = threading.Lock()
+"""rdflib's parser (pyparsing) keeps state in shared grammar objects: one parse at a time."""
+
+
+def _parse_query(text: str) -> Any:
+    from rdflib.plugins.sparql.parser import parseQuery
+
+    with _PARSER:
+        return parseQuery(text)
+
+
 def _is_update(text: str) -> bool:
     from rdflib.plugins.sparql.parser import parseUpdate
 
     try:
-        parsed = parseUpdate(text)
+        with _PARSER:
+            parsed = parseUpdate(text)
     except Exception:  # not an update either: the caller reports the query parser's message
         return False
     return bool(getattr(parsed, "request", None))
@@ -143,10 +161,8 @@ def explain_syntax_error(text: str, message: str) -> QueryRefusedError:
     given when rdflib rejects the text too, else Oxigraph's."""
     if _is_update(text):
         return ReadOnlyError(_READ_ONLY)
-    from rdflib.plugins.sparql.parser import parseQuery
-
     try:
-        parseQuery(text)
+        _parse_query(text)
     except Exception as e:  # pyparsing's ParseException names the expected tokens
         message = str(e)
     return MalformedQueryError(f"malformed SPARQL query: {message}")
@@ -158,8 +174,8 @@ def check_query(text: str, *, max_chars: int = 65536, parse: bool = False) -> Ch
 
     Raises:
         QueryRefusedError: empty, too long (``max_chars``) or nested too deep
-            (:data:`MAX_NESTING`), malformed (with the parser's message), an update or any other
-            write, or a ``SERVICE`` pattern.
+            (:data:`MAX_NESTING`: brackets, or ``!`` / ``^`` in a row), malformed (with the
+            parser's message), an update or any other write, or a ``SERVICE`` pattern.
     """
     if not text or not text.strip():
         raise MalformedQueryError("the query is empty")
@@ -171,13 +187,17 @@ def check_query(text: str, *, max_chars: int = 65536, parse: bool = False) -> Ch
         raise MalformedQueryError(
             f"the query nests brackets more than {MAX_NESTING} levels deep; flatten it"
         )
+    if _PREFIX_RUN.search(text):
+        raise MalformedQueryError(
+            f"the query chains more than {MAX_NESTING} prefix operators ('!' or '^') in a row; "
+            "simplify the expression"
+        )
     if not parse and not _needs_parse(text):
         return CheckedQuery(text)
     from rdflib.plugins.sparql import algebra
-    from rdflib.plugins.sparql.parser import parseQuery
 
     try:
-        parsed = parseQuery(text)
+        parsed = _parse_query(text)
     except Exception as e:  # pyparsing's ParseException and friends carry the parser message
         if _is_update(text):
             raise ReadOnlyError(_READ_ONLY) from e

@@ -14,6 +14,7 @@ query produces nothing in time (pyoxigraph cannot interrupt a running evaluation
 from __future__ import annotations
 
 __all__ = [
+    "AnswerTooLargeError",
     "ChooseFormat",
     "Cut",
     "OutputFormat",
@@ -34,7 +35,7 @@ import pyoxigraph as ox
 from twinprov.provenance.errors import QueryError
 from twinprov.provenance.sparql_check import Kind
 
-Cut = Literal["row-cap", "time-limit"]
+Cut = Literal["row-cap", "time-limit", "answer-size"]
 
 
 class OutputFormat(Protocol):
@@ -66,6 +67,11 @@ class TimeLimitError(QueryError):
         )
 
 
+class AnswerTooLargeError(QueryError):
+    """One row of the answer is larger than the answer size limit, or the answer needed more
+    memory than the query process may use (HTTP 413)."""
+
+
 @dataclass(frozen=True)
 class Rendered:
     """A serialized answer and where it was cut."""
@@ -85,14 +91,19 @@ class _Stop(Exception):
 
 
 class _LineCounter:
-    """A binary sink that keeps at most ``cap`` lines after ``header`` lines, and stops the
-    serializer that writes into it (by raising) when there are more, or when time is up."""
+    """A binary sink that keeps at most ``cap`` lines after ``header`` lines and at most
+    ``max_bytes`` bytes, and stops the serializer that writes into it (by raising) when there are
+    more, or when time is up."""
 
-    def __init__(self, cap: int, deadline: float | None, header: int) -> None:
+    def __init__(
+        self, cap: int, deadline: float | None, header: int, max_bytes: int | None = None
+    ) -> None:
         self.buf = bytearray()
         self.lines = 0
         self.limit = cap + header
+        self.header = header
         self.deadline = deadline
+        self.max_bytes = max_bytes
         self.cut: Cut | None = None
 
     def feed(self, chunk: bytes) -> bool:
@@ -101,6 +112,9 @@ class _LineCounter:
         self.lines += chunk.count(b"\n")
         if self.lines > self.limit:
             self.cut = "row-cap"
+            return False
+        if self.max_bytes is not None and len(self.buf) > self.max_bytes:
+            self.cut = "answer-size"
             return False
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.cut = "time-limit"
@@ -116,24 +130,52 @@ class _LineCounter:
         pass
 
     def kept(self) -> bytes:
-        """The complete lines kept (all of them if the stream was not cut)."""
+        """The complete lines kept (all of them if the stream was not cut).
+
+        Raises:
+            AnswerTooLargeError: cut at ``max_bytes`` before the first row was complete.
+        """
         data = bytes(self.buf)
         if self.cut is None:
             return data if not data or data.endswith(b"\n") else data + b"\n"
         lines = data.split(b"\n")[:-1]  # the last piece is empty or a partly written line
-        return b"".join(line + b"\n" for line in lines[: self.limit])
+        if self.cut != "answer-size":
+            return b"".join(line + b"\n" for line in lines[: self.limit])
+        assert self.max_bytes is not None
+        kept, size = [], 0
+        for line in lines[: self.limit]:
+            size += len(line) + 1
+            if size > self.max_bytes:
+                break
+            kept.append(line + b"\n")
+        if len(kept) <= self.header:
+            raise AnswerTooLargeError(
+                f"one row of the answer is larger than the answer size limit of "
+                f"{self.max_bytes / 2**20:g} MiB; select less (e.g. SUBSTR of long values)"
+            )
+        return b"".join(kept)
+
+
+def _too_large(e: MemoryError) -> AnswerTooLargeError:
+    return AnswerTooLargeError(f"the answer is too large to write ({e}); select less")
 
 
 def _finish_solutions(tsv: bytes, fmt: OutputFormat, cut: Cut | None) -> Rendered:
-    solutions = ox.parse_query_results(tsv, format=ox.QueryResultsFormat.TSV)
-    rows = max(tsv.count(b"\n") - 1, 0)
-    body = solutions.serialize(format=fmt.ox_format) or b""
+    try:
+        solutions = ox.parse_query_results(tsv, format=ox.QueryResultsFormat.TSV)
+        rows = max(tsv.count(b"\n") - 1, 0)
+        body = solutions.serialize(format=fmt.ox_format) or b""
+    except MemoryError as e:  # pyoxigraph's parser takes lines of up to 16 MiB
+        raise _too_large(e) from e
     return Rendered(body, fmt.media_type, "SELECT", rows, cut)
 
 
 def _finish_triples(nt: bytes, fmt: OutputFormat, cut: Cut | None, form: str) -> Rendered:
-    triples = [q.triple for q in ox.parse(nt, format=ox.RdfFormat.N_TRIPLES)]
-    body = bytes(ox.serialize(triples, format=fmt.ox_format) or b"")
+    try:
+        triples = [q.triple for q in ox.parse(nt, format=ox.RdfFormat.N_TRIPLES)]
+        body = bytes(ox.serialize(triples, format=fmt.ox_format) or b"")
+    except MemoryError as e:
+        raise _too_large(e) from e
     return Rendered(body, fmt.media_type, form, len(triples), cut)
 
 
@@ -144,11 +186,14 @@ def render(
     row_cap: int,
     deadline: float | None,
     form: str | None = None,
+    max_bytes: int | None = None,
 ) -> Rendered:
     """Serialize a pyoxigraph query result in the format ``choose`` gives for its kind, within
-    ``row_cap`` rows and the ``deadline`` (a :func:`time.monotonic` value, or None).
+    ``row_cap`` rows, ``max_bytes`` bytes (of the TSV / N-Triples stream) and the ``deadline``
+    (a :func:`time.monotonic` value, or None).
 
     Raises:
+        AnswerTooLargeError: one row is larger than ``max_bytes``.
         whatever ``choose`` raises when no format fits the result.
     """
     if isinstance(result, ox.QueryBoolean):
@@ -156,12 +201,12 @@ def render(
         return Rendered(result.serialize(format=f.ox_format) or b"", f.media_type, "ASK")
     if isinstance(result, ox.QuerySolutions):
         f = choose("results")
-        sink = _LineCounter(row_cap, deadline, header=1)
+        sink = _LineCounter(row_cap, deadline, header=1, max_bytes=max_bytes)
         with contextlib.suppress(_Stop):  # the sink stops the serializer at a limit
             result.serialize(cast(IO[bytes], sink), format=ox.QueryResultsFormat.TSV)
         return _finish_solutions(sink.kept(), f, sink.cut)
     f = choose("graph")
-    sink = _LineCounter(row_cap, deadline, header=0)
+    sink = _LineCounter(row_cap, deadline, header=0, max_bytes=max_bytes)
     with contextlib.suppress(_Stop):
         result.serialize(sink, format=ox.RdfFormat.N_TRIPLES)
     return _finish_triples(sink.kept(), f, sink.cut, form or "CONSTRUCT")
@@ -176,12 +221,15 @@ def render_lines(
     row_cap: int,
     deadline: float | None,
     on_stop: Callable[[], None] | None = None,
+    max_bytes: int | None = None,
 ) -> Rendered:
     """Like :func:`render`, for rows that arrive as bytes from another SPARQL server: SELECT
     results as TSV (``kind='results'``) or CONSTRUCT/DESCRIBE triples as N-Triples (``'graph'``).
     ``on_stop`` is called when the stream is cut, to close it."""
     f = choose(kind)
-    sink = _LineCounter(row_cap, deadline, header=1 if kind == "results" else 0)
+    sink = _LineCounter(
+        row_cap, deadline, header=1 if kind == "results" else 0, max_bytes=max_bytes
+    )
     for chunk in chunks:
         if not sink.feed(chunk):
             if on_stop is not None:

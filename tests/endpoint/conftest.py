@@ -6,7 +6,8 @@ Users (SimpleAuthManager, ``[core] simple_auth_manager_users`` + a passwords fil
 
 * ``admin`` — role ADMIN: reads every DAG;
 * ``alice`` — role VIEWER in team ``team_a``: reads only the DAGs of bundle ``team_a_dags``
-  (the workflow ``prov_alpha``), not those of ``team_b_dags`` (``prov_beta``).
+  (the workflow ``prov_alpha``), not those of ``team_b_dags`` (``prov_beta``);
+* ``bob`` — role VIEWER in team ``team_b``: a third user, for the per-user limits.
 
 Everything here runs in subprocesses with its own AIRFLOW_HOME and TWINPROV_HOME, so the rest of
 the test session (which has imported Airflow with another home) is not disturbed.
@@ -227,7 +228,7 @@ def _environment(root: Path, airflow_home: Path, twinprov_home: Path) -> dict[st
         TWINPROV_HOME=str(twinprov_home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__MULTI_TEAM="True",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,alice:viewer:team_a",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,alice:viewer:team_a,bob:viewer:team_b",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
         AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST=json.dumps(bundles),
         AIRFLOW__API_AUTH__JWT_SECRET="twinprov-endpoint-tests-" + "s" * 64,
@@ -237,6 +238,7 @@ def _environment(root: Path, airflow_home: Path, twinprov_home: Path) -> dict[st
         AIRFLOW__TWINPROV__QUERY_TIME_LIMIT_SECONDS=str(TIME_LIMIT_S),
         AIRFLOW__TWINPROV__STORE_WAIT_SECONDS="1",
         AIRFLOW__TWINPROV__STORE_IDLE_SECONDS="0.3",
+        AIRFLOW__TWINPROV__QUERY_MEMORY_MB="1024",
         PYTHONPATH=str(REPO),
     )
     return env
@@ -252,7 +254,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         (root / team / "specs").mkdir(parents=True)
         (root / team / f"{team}_workflows.py").write_text(BUNDLE_DAG_FILE)
         (root / team / "specs" / f"{spec_name}.yaml").write_text(textwrap.dedent(spec))
-    (root / "passwords.json").write_text(json.dumps({"admin": "admin-pw", "alice": "alice-pw"}))
+    (root / "passwords.json").write_text(
+        json.dumps({"admin": "admin-pw", "alice": "alice-pw", "bob": "bob-pw"})
+    )
     env = _environment(root, airflow_home, twinprov_home)
     _run([AIRFLOW, "db", "migrate"], env, root / "migrate.log", 180)
     for team in ("team_a", "team_b"):
@@ -291,6 +295,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         st.tokens = {
             "admin": token(server.base, "admin", "admin-pw"),
             "alice": token(server.base, "alice", "alice-pw"),
+            "bob": token(server.base, "bob", "bob-pw"),
         }
         yield st
     finally:

@@ -134,6 +134,9 @@ def test_malformed_query_carries_the_parser_message() -> None:
         check_query("SELECT * WHERE " + "{" * 5000 + "}" * 5000)  # would crash Oxigraph's parser
     with pytest.raises(MalformedQueryError, match="at most 100"):
         check_query("SELECT * WHERE { ?s ?p ?o } " + "#" * 200, max_chars=100)
+    with pytest.raises(MalformedQueryError, match="prefix operators"):  # crashed Oxigraph
+        check_query("SELECT * WHERE { ?s ?p ?o FILTER(" + "! " * 30000 + "true) }")
+    assert check_query("SELECT * WHERE { ?s ?p ?o FILTER(!!true) }").form is None
 
 
 def test_fast_path_leaves_parsing_to_oxigraph_and_dataset_clauses_are_read() -> None:
