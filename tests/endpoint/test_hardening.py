@@ -186,7 +186,7 @@ def _server_rss(stack: Stack) -> int:
     total = 0
     for proc in [root, *root.children(recursive=True)]:
         try:
-            if "graph_worker" not in " ".join(proc.cmdline()):
+            if "graph_worker" not in " ".join(proc.cmdline()):  # graph_worker_child
                 total += proc.memory_info().rss
         except psutil.NoSuchProcess:
             pass
