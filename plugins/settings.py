@@ -1,7 +1,7 @@
 """The endpoint's settings, from section ``[twinprov]`` (``AIRFLOW__TWINPROV__<KEY>`` environment
-variables first, then ``airflow.cfg``), read by :func:`twinprov.provenance.config.setting` like
-every other
-twinprov setting, and passed to the core as values.
+variables first, then ``airflow.cfg``), read by :func:`twinprov.provenance.config.setting` and
+:func:`~twinprov.provenance.config.number_setting` like every other twinprov setting, and passed
+to the core as values.
 
 * ``query_time_limit_seconds`` (10): a query is cut, or stopped, after this long.
 * ``query_row_cap`` (10000): at most this many solutions or triples per answer.
