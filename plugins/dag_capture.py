@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twinprov.provenance.assets import AssetRef, asset_entries
+from twinprov.provenance.assets import AssetRef, asset_entries, asset_label
 from twinprov.provenance.config import Settings
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,10 @@ def _refs(objs: Any, direction: str) -> list[AssetRef]:
     return out
 
 
+def _declared(ref: AssetRef) -> dict[str, str]:
+    return {"uri": ref.uri, "name": asset_label(ref)}
+
+
 def _dag_tasks(dag: Any) -> list[dict[str, Any]]:
     tasks = []
     for task_id, task in list((getattr(dag, "task_dict", None) or {}).items())[:MAX_TASKS_LISTED]:
@@ -91,8 +95,10 @@ def _dag_tasks(dag: Any) -> list[dict[str, Any]]:
                 "task_id": str(task_id),
                 "operator": type(task).__name__,
                 "upstream": sorted(str(u) for u in getattr(task, "upstream_task_ids", ()) or ()),
-                "inlets": [u for o in getattr(task, "inlets", ()) or () if (u := _uri_of(o))],
-                "outlets": [u for o in getattr(task, "outlets", ()) or () if (u := _uri_of(o))],
+                "inlets": [_declared(r) for r in _refs(getattr(task, "inlets", None), "inlet")],
+                "outlets": [
+                    _declared(r) for r in _refs(getattr(task, "outlets", None), "outlet")
+                ],
                 "doc": str(getattr(task, "doc_md", None) or getattr(task, "doc", None) or "")[
                     :500
                 ],

@@ -9,7 +9,14 @@ says so. Plain values in, plain dicts out: nothing here imports Airflow.
 
 from __future__ import annotations
 
-__all__ = ["NOT_READ", "AssetRef", "asset_entries", "file_of", "local_file_record"]
+__all__ = [
+    "NOT_READ",
+    "AssetRef",
+    "asset_entries",
+    "asset_label",
+    "file_of",
+    "local_file_record",
+]
 
 import mimetypes
 from collections.abc import Iterable, Mapping
@@ -78,7 +85,10 @@ def local_file_record(path: Path, name: str) -> dict[str, Any]:
     return rec
 
 
-def _label(ref: AssetRef, path: Path | None) -> str:
+def asset_label(ref: AssetRef, path: Path | None = None) -> str:
+    """The name a task's asset goes by in the record: the Asset's name when it has its own,
+    else the file's name (or the URI)."""
+    path = path if path is not None else file_of(ref.uri)
     if ref.name and ref.name != ref.uri:
         return ref.name
     return path.name if path is not None and path.name else ref.uri
@@ -94,7 +104,7 @@ def asset_entries(
     assets: list[dict[str, Any]] = []
     for ref in refs:
         path = file_of(ref.uri)
-        label = _label(ref, path)
+        label = asset_label(ref, path)
         entry: dict[str, Any] = {"uri": ref.uri, "name": label, "direction": ref.direction}
         if ref.extra:
             entry["extra"] = {str(k): v for k, v in ref.extra.items()}
