@@ -380,7 +380,8 @@ class _Builder:
             attrs[tp("retryOf")] = previous[task_key]
         previous[task_key] = qn
         pairs = list(attrs.items())
-        for a in p.get("assets") if isinstance(p.get("assets"), list) else []:
+        assets = p.get("assets")
+        for a in assets if isinstance(assets, list) else []:
             if isinstance(a, Mapping) and a.get("uri") and isinstance(a.get("extra"), Mapping):
                 event = {"uri": str(a["uri"]), "extra": dict(a["extra"])}
                 pairs.append((tp("assetEvent"), json.dumps(event, sort_keys=True, default=str)))

@@ -254,7 +254,8 @@ def dag_workflow_info(
                 outputs=outputs,
             )
         )
-    params = info.get("params") if isinstance(info.get("params"), Mapping) else {}
+    given = info.get("params")
+    params: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
     return WorkflowInfo(
         name=dag_id,
         version=recorded[:12],
