@@ -1,0 +1,97 @@
+"""The listener and hand-written DAGs: which ones it records under ``capture`` (no Airflow run
+needed: task instances are stand-ins with the attributes the listener reads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from twinprov.provenance.config import Settings
+from twinprov.provenance.ledger import Ledger
+
+
+def _ti(tags: list[str], tmp_path: Path, run_id: str = "manual__1") -> Any:
+    dag_file = tmp_path / "my_dag.py"
+    dag_file.write_text("# a DAG\n")
+    out = tmp_path / "out.txt"
+    out.write_text("result\n")
+    outlet = SimpleNamespace(uri=out.as_uri(), name="result", extra={})
+    task = SimpleNamespace(task_id="work", inlets=[], outlets=[outlet], upstream_task_ids=set())
+    dag = SimpleNamespace(
+        tags=tags, fileloc=str(dag_file), description="d", task_dict={"work": task}
+    )
+    task.dag = dag
+    ctx = {"params": {"who": "me"}, "outlet_events": []}
+    return SimpleNamespace(
+        task=task,
+        dag_id="my_dag",
+        run_id=run_id,
+        task_id="work",
+        map_index=-1,
+        try_number=1,
+        hostname="h",
+        start_date=None,
+        end_date=None,
+        max_tries=0,
+        _cached_template_context=ctx,
+    )
+
+
+@pytest.mark.parametrize(
+    ("capture", "tags", "recorded"),
+    [
+        ("tagged", ["other"], False),  # untagged DAGs are untouched under the default
+        ("tagged", ["twinprov"], True),
+        ("specs", ["twinprov"], False),
+        ("all", [], True),
+    ],
+)
+def test_capture_follows_the_setting_and_tags(
+    twinprov_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capture: str,
+    tags: list[str],
+    recorded: bool,
+) -> None:
+    from twinprov.airflow import listener
+
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", capture)
+    ti = _ti(tags, tmp_path)
+    listener.on_task_instance_running(None, ti)
+    listener.on_task_instance_success(None, ti)
+    settings = Settings.load()
+    runs = Ledger(settings.ledger_url).runs()
+    assert [r.dag_id for r in runs] == (["my_dag"] if recorded else [])
+    if not recorded:
+        assert not settings.runs_dir.exists()  # nothing of it anywhere under the home
+        return
+    rec = runs[0]
+    assert rec.info["dag_kind"] == "airflow" and rec.info["dag_file"].endswith("my_dag.py")
+    assert Path(rec.info["dag_snapshot"]).read_text() == "# a DAG\n"
+    events = Ledger(settings.ledger_url).events("my_dag", "manual__1")
+    final = events[-1].payload
+    assert final["role"] == "task" and final["manifest"]["outputs"][0]["name"] == "result"
+    assert len(final["manifest"]["outputs"][0]["sha256"]) == 64
+    assert events[0].payload["environment"]["kind"] == "python"
+
+
+def test_dag_run_end_publishes_only_captured_hand_written_runs(
+    twinprov_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twinprov.airflow import listener
+
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "tagged")
+    ti = _ti(["twinprov"], tmp_path)
+    listener.on_task_instance_running(None, ti)
+    listener.on_task_instance_success(None, ti)
+    listener.on_dag_run_success(SimpleNamespace(dag_id="my_dag", run_id="manual__1"), "ok")
+    listener.on_dag_run_failed(SimpleNamespace(dag_id="other", run_id="r"), "nothing here")
+    settings = Settings.load()
+    rec = Ledger(settings.ledger_url).run("my_dag", "manual__1")
+    assert rec is not None and rec.published_digest and rec.state == "success"
+    assert rec.publication["crate"] and not rec.publication["gaps"]
+    assert [r.dag_id for r in Ledger(settings.ledger_url).runs()] == ["my_dag"]
