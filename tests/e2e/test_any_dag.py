@@ -23,7 +23,10 @@ params:
   depths: {type: string, default: examples/snow_depths.csv}
 steps:
   - id: count_days
-    command: [python, -c, "import sys; open('n.txt','w').write(str(len(open(sys.argv[1]).readlines())))"]
+    command:
+      - python
+      - -c
+      - "import sys; open('n.txt','w').write(str(len(open(sys.argv[1]).readlines())))"
     args: ["${inputs.depths}"]
     inputs: [{name: depths, from: params.depths}]
     outputs: [{name: n, path: n.txt, media_type: text/plain}]
@@ -112,3 +115,39 @@ def test_which_runs_used_x_spans_spec_and_hand_written_dags(
         example_run,
         (spec_run.dag_id, spec_run.run_id),
     }
+
+
+def test_cli_treats_a_hand_written_dag_run_like_a_spec_run(
+    airflow_db: None, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TWINPROV_HOME=str(tmp_path / "home"))
+    env.pop("TWINPROV_WORKFLOWS_DIR", None)
+    env.pop("AIRFLOW__TWINPROV__CAPTURE", None)
+
+    def tp(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "twinprov.cli", *args],
+            capture_output=True, text=True, env=env, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    summary = json.loads(tp("run", EXAMPLE, "-p", "station=Arosa", "--json"))
+    assert summary["state"] == "success" and summary["crate"] and not summary["gaps"]
+    assert summary["params"] == {"station": "Arosa"}
+    ref = f"{summary['dag_id']}/{summary['run_id']}"
+    assert json.loads(tp("show", ref, "--json"))["steps"] == summary["steps"]
+    assert [r["dag_id"] for r in json.loads(tp("runs", "--json"))] == [EXAMPLE]
+    assert "wasGeneratedBy" in tp("export", ref, "--format", "provn")
+    assert tp("crate", ref, "--check").strip() == summary["crate"]
+    got = json.loads(tp("query", f"""
+        PREFIX tp: <urn:twinprov:vocab#>
+        SELECT ?task WHERE {{ GRAPH <{summary["graph"]}> {{ ?a a tp:TaskTry ; tp:taskId ?task }} }}
+        ORDER BY ?task""", "--format", "json"))
+    assert [b["task"]["value"] for b in got["results"]["bindings"]] == [
+        "measure_snow_depth", "summarise"
+    ]
