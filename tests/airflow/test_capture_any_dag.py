@@ -95,3 +95,49 @@ def test_dag_run_end_publishes_only_captured_hand_written_runs(
     assert rec is not None and rec.published_digest and rec.state == "success"
     assert rec.publication["crate"] and not rec.publication["gaps"]
     assert [r.dag_id for r in Ledger(settings.ledger_url).runs()] == ["my_dag"]
+
+
+def test_failed_try_and_failed_run_are_published_with_the_error(
+    twinprov_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twinprov.airflow import listener
+
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "all")
+    ti = _ti([], tmp_path, run_id="manual__2")
+    (tmp_path / "out.txt").unlink()  # the try failed before writing its outlet
+    listener.on_task_instance_running(None, ti)
+    listener.on_task_instance_failed(None, ti, error=RuntimeError("disk full"))
+    listener.on_dag_run_failed(SimpleNamespace(dag_id="my_dag", run_id="manual__2"), "failed")
+    settings = Settings.load()
+    rec = Ledger(settings.ledger_url).run("my_dag", "manual__2")
+    assert rec is not None and rec.state == "failed" and rec.published_digest
+    provn = Path(rec.publication["files"]["prov.provn"]).read_text()
+    assert 'twinprov:error="disk full"' in provn
+    assert "twinprov:content=" in provn  # the unwritten outlet: named, its content not read
+
+
+def test_pod_facts_of_a_kubernetes_pod_operator(
+    twinprov_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twinprov.airflow import listener
+
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "all")
+    ti = _ti([], tmp_path, run_id="manual__3")
+    ti.task.pod = SimpleNamespace(
+        metadata=SimpleNamespace(name="work-abc", namespace="dt"),
+        spec=SimpleNamespace(node_name="node-7"),
+        status=SimpleNamespace(
+            container_statuses=[
+                SimpleNamespace(
+                    name="base",
+                    image="ghcr.io/x/y:1",
+                    image_id="ghcr.io/x/y@sha256:" + "b" * 64,
+                )
+            ]
+        ),
+    )
+    listener.on_task_instance_running(None, ti)
+    listener.on_task_instance_success(None, ti)
+    final = Ledger(Settings.load().ledger_url).events("my_dag", "manual__3")[-1].payload
+    assert final["pod"] == {"name": "work-abc", "namespace": "dt", "node": "node-7"}
+    assert final["image_digest"] == "sha256:" + "b" * 64
