@@ -68,7 +68,7 @@ def test_example_dag_gets_prov_graph_and_crate(example_run: tuple[str, str]) -> 
     # show: like a spec run, with the outlets hashed
     summary = run_summary(settings, rec)
     outs = {o["name"]: o for s in summary["steps"] for o in s["outputs"]}
-    assert sorted(outs) == ["snow_depths", "snow_summary"]
+    assert sorted(outs) == ["report_Davos.txt", "snow_depths", "snow_summary"]  # alias too
     for o in outs.values():
         data = Path(o["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == o["sha256"] and len(data) == o["size"]
@@ -78,6 +78,7 @@ def test_example_dag_gets_prov_graph_and_crate(example_run: tuple[str, str]) -> 
     provn = doc.get_provn()
     assert 'twinprov:operator="BashOperator"' in provn
     assert f'twinprov:dagFileSha256="{rec.info["dag_file_sha256"]}"' in provn
+    assert '\\"extra\\": {\\"days\\": 4}' in provn  # the asset event's extra
     depths = outs["snow_depths"]["sha256"]
     rows = _select(f"""
         PREFIX prov: <http://www.w3.org/ns/prov#>
