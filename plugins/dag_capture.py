@@ -15,6 +15,7 @@ __all__ = [
     "DAG_KIND",
     "asset_payload",
     "captured",
+    "consumed_assets",
     "dag_run_info",
     "publish_ended_run",
     "task_payload",
@@ -147,6 +148,30 @@ def dag_run_info(ti: Any, task: Any, settings: Settings, conf: Any) -> dict[str,
     if isinstance(conf, dict) and conf:
         info["conf"] = conf
     return info
+
+
+def consumed_assets(dag_run: Any) -> list[dict[str, Any]]:
+    """The asset events that triggered a DAG run (data-aware scheduling), as plain dicts: URI,
+    source DAG, run and task, and the event's extra — which, for twinprov's own outputs,
+    carries the sha256 that links this run to the upstream output entity."""
+    out = []
+    for ev in getattr(dag_run, "consumed_asset_events", None) or ():
+        asset = getattr(ev, "asset", None)
+        uri = _uri_of(asset)
+        if uri is None:
+            continue
+        extra = getattr(ev, "extra", None)
+        out.append(
+            {
+                "uri": uri,
+                "name": str(getattr(asset, "name", "") or ""),
+                "source_dag_id": getattr(ev, "source_dag_id", None),
+                "source_run_id": getattr(ev, "source_run_id", None),
+                "source_task_id": getattr(ev, "source_task_id", None),
+                "extra": dict(extra) if isinstance(extra, dict) else {},
+            }
+        )
+    return out
 
 
 def _pod_facts(task: Any) -> dict[str, Any]:

@@ -52,6 +52,9 @@ def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
         )
         # `dag.test()` (the `twinprov run` CLI) names no user: the OS user of the process did it
         info["triggering_user"] = getpass.getuser() if user in (None, "dag_test") else user
+        consumed = dag_capture.consumed_assets(dr)
+        if consumed:  # started by asset events (data-aware scheduling)
+            info["consumed_assets"] = consumed
     try:
         params = template_context(ti).get("params") or {}
         info["params"] = {k: params[k] for k in params}

@@ -163,6 +163,7 @@ class _Builder:
             )
             if dag_qn is not None:
                 self.doc.used(run_qn, dag_qn)
+        self._consumed(run_qn, info.get("consumed_assets"))
         for name, value in sorted((info.get("params") or {}).items()):
             p_qn = self.run_ns[self.ids.param_local(f.dag_id, f.run_id, name)]
             self.doc.entity(
@@ -427,6 +428,44 @@ class _Builder:
             for u in used:
                 self.doc.wasDerivedFrom(out, u)
 
+
+    def _consumed(self, run_qn: QualifiedName, events: Any) -> None:
+        """Asset events that started the run: it used what they announced — the upstream
+        output's own content-addressed entity when the event carries its sha256 (twinprov's
+        output assets do), else the asset by URI; the upstream run informed this one."""
+        tp = self.t
+        for ev in events if isinstance(events, list) else []:
+            if not isinstance(ev, Mapping) or not ev.get("uri"):
+                continue
+            extra = ev.get("extra") if isinstance(ev.get("extra"), Mapping) else {}
+            assert isinstance(extra, Mapping)
+            ent = self.data_entity(
+                {
+                    "sha256": extra.get("sha256"),
+                    "size": extra.get("size"),
+                    "media_type": extra.get("media_type"),
+                    "name": ev.get("name") or ev.get("uri"),
+                    "abs_path": extra.get("path"),
+                }
+            )
+            if ent is None:
+                ent = self.asset_ns[self.ids.asset_local(str(ev["uri"]))]
+                if ent not in self.entities:
+                    self.doc.entity(
+                        ent,
+                        {
+                            PROV_TYPE: tp("Asset"),
+                            PROV_LABEL: str(ev.get("name") or ev["uri"]),
+                            tp("assetUri"): str(ev["uri"]),
+                        },
+                    )
+                    self.entities.add(ent)
+            self.doc.used(run_qn, ent)
+            if ev.get("source_dag_id") and ev.get("source_run_id"):
+                upstream = self.run_ns[
+                    self.ids.run_local(str(ev["source_dag_id"]), str(ev["source_run_id"]))
+                ]
+                self.doc.wasInformedBy(run_qn, upstream)
 
     def _assets(self, qn: QualifiedName, assets: Any) -> None:
         """Airflow Assets of a hand-written task: files (hashed) are the data entities of the

@@ -141,3 +141,54 @@ def test_pod_facts_of_a_kubernetes_pod_operator(
     final = Ledger(Settings.load().ledger_url).events("my_dag", "manual__3")[-1].payload
     assert final["pod"] == {"name": "work-abc", "namespace": "dt", "node": "node-7"}
     assert final["image_digest"] == "sha256:" + "b" * 64
+
+
+def test_a_run_started_by_an_output_asset_links_to_the_upstream_entity_by_checksum(
+    twinprov_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workflow B scheduled on workflow A's output asset: the asset event's extra carries the
+    sha256 (twinprov's output assets do), so B's run used A's very output entity."""
+    from twinprov.airflow import listener
+    from twinprov.provenance.store import EmbeddedStore
+
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "tagged")
+    sha = "c" * 64
+    event = SimpleNamespace(
+        asset=SimpleNamespace(uri="twinprov://wf_a/make/table", name="twinprov://wf_a/make/table"),
+        extra={"sha256": sha, "size": 12, "media_type": "text/csv", "run": "urn:twinprov:run/x"},
+        source_dag_id="wf_a",
+        source_run_id="manual__a",
+        source_task_id="make",
+    )
+    ti = _ti(["twinprov"], tmp_path, run_id="asset_triggered__b")
+    ti._ti_context_from_server = SimpleNamespace(
+        dag_run=SimpleNamespace(
+            triggering_user_name=None,
+            run_type="asset_triggered",
+            start_date=None,
+            logical_date=None,
+            conf={},
+            consumed_asset_events=[event],
+        )
+    )
+    listener.on_task_instance_running(None, ti)
+    listener.on_task_instance_success(None, ti)
+    listener.on_dag_run_success(SimpleNamespace(dag_id="my_dag", run_id="asset_triggered__b"), "")
+    settings = Settings.load()
+    rec = Ledger(settings.ledger_url).run("my_dag", "asset_triggered__b")
+    assert rec is not None and rec.info["consumed_assets"][0]["source_dag_id"] == "wf_a"
+    with EmbeddedStore(settings.store_path).open() as store:
+        rows = list(
+            store.query(
+                "PREFIX prov: <http://www.w3.org/ns/prov#> SELECT ?run WHERE { "
+                f"?run prov:used <urn:twinprov:data/sha256-{sha}> }}"
+            )
+        )
+        assert [r["run"].value for r in rows] == [rec.publication["graph"]]
+        informed = list(
+            store.query(
+                "PREFIX prov: <http://www.w3.org/ns/prov#> SELECT ?up WHERE { "
+                f"<{rec.publication['graph']}> prov:wasInformedBy ?up }}"
+            )
+        )
+    assert [r["up"].value for r in informed] == ["urn:twinprov:run/wf_a/manual__a"]
