@@ -192,3 +192,22 @@ def test_a_run_started_by_an_output_asset_links_to_the_upstream_entity_by_checks
             )
         )
     assert [r["up"].value for r in informed] == ["urn:twinprov:run/wf_a/manual__a"]
+
+
+def test_a_run_whose_end_was_never_heard_is_published_by_the_pending_catch_up(
+    twinprov_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler died before (or during) the DAG-run hook: the events are in the ledger,
+    and ``twinprov publish --pending`` publishes the run."""
+    from twinprov.airflow import listener
+    from twinprov.app.publish import publish_pending
+
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "tagged")
+    ti = _ti(["twinprov"], tmp_path, run_id="manual__4")
+    listener.on_task_instance_running(None, ti)
+    listener.on_task_instance_success(None, ti)
+    settings = Settings.load()
+    assert Ledger(settings.ledger_url).run("my_dag", "manual__4").published_digest is None
+    (pub,) = publish_pending(settings)
+    assert (pub.dag_id, pub.run_id, pub.state) == ("my_dag", "manual__4", "success")
+    assert Path(pub.files["prov.ttl"]).is_file() and not pub.gaps
