@@ -50,5 +50,8 @@ def test_workflow_b_scheduled_on_a_output_runs_after_a_and_links_by_checksum(
     assert extra["run"] == checks.graph_iri(A, a_run) and consumed["source_run_id"] == a_run
     assert extra["crate"].endswith("/crate")
     triples = checks.store_triples(stack, rec.publication["graph"])
-    used = "http://www.w3.org/ns/prov#used"
-    assert (rec.publication["graph"], used, f"urn:twinprov:data/sha256-{summary_sha}") in triples
+    used = "<http://www.w3.org/ns/prov#used>"
+    entity = f"<urn:twinprov:data/sha256-{summary_sha}>"
+    assert (f"<{rec.publication['graph']}>", used, entity) in triples
+    informed = "<http://www.w3.org/ns/prov#wasInformedBy>"
+    assert (f"<{rec.publication['graph']}>", informed, f"<{checks.graph_iri(A, a_run)}>") in triples
