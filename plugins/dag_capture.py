@@ -63,7 +63,11 @@ def _file_sha256(path: Path) -> str:
 
 def _uri_of(obj: Any) -> str | None:
     uri = getattr(obj, "uri", None)
-    return str(uri) if uri else None
+    if uri:
+        return str(uri)
+    if getattr(obj, "protocol", None) and hasattr(obj, "storage_options"):
+        return str(obj)  # an ObjectStoragePath: ``file:///…`` for a local file
+    return None
 
 
 def _refs(objs: Any, direction: str) -> list[AssetRef]:

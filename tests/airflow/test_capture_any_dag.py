@@ -211,3 +211,25 @@ def test_a_run_whose_end_was_never_heard_is_published_by_the_pending_catch_up(
     (pub,) = publish_pending(settings)
     assert (pub.dag_id, pub.run_id, pub.state) == ("my_dag", "manual__4", "success")
     assert Path(pub.files["prov.ttl"]).is_file() and not pub.gaps
+
+
+def test_object_storage_paths_as_inlets_and_outlets(
+    twinprov_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    from twinprov.airflow import listener
+
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "all")
+    ti = _ti([], tmp_path, run_id="manual__5")
+    ti.task.outlets = [
+        ObjectStoragePath((tmp_path / "out.txt").as_uri()),
+        ObjectStoragePath("s3://bucket/key.csv"),
+    ]
+    listener.on_task_instance_running(None, ti)
+    listener.on_task_instance_success(None, ti)
+    final = Ledger(Settings.load().ledger_url).events("my_dag", "manual__5")[-1].payload
+    (out,) = final["manifest"]["outputs"]
+    assert out["name"] == "out.txt" and len(out["sha256"]) == 64
+    remote = next(a for a in final["assets"] if a["uri"].startswith("s3://"))
+    assert "sha256" not in remote and "not recorded" in remote["content"]
