@@ -17,6 +17,7 @@ __all__ = [
     "captured",
     "consumed_assets",
     "dag_run_info",
+    "may_capture",
     "publish_ended_run",
     "task_payload",
 ]
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from twinprov.provenance.assets import AssetRef, asset_entries, asset_label
-from twinprov.provenance.config import Settings
+from twinprov.provenance.config import CAPTURE_TAG, Settings, setting
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,15 @@ MAX_TASKS_LISTED = 1000
 """A DAG's tasks are listed in the run record (for the crate's steps) up to this many."""
 
 _file_digests: dict[tuple[str, int, int], str] = {}
+
+
+def may_capture(task: Any) -> bool:
+    """A quick first look, before any setting is parsed: a spec task, a DAG tagged
+    ``twinprov``, or ``capture = all``. Other tasks cost the listener nothing more."""
+    if getattr(task, "twinprov_role", None) is not None:
+        return True
+    tags = getattr(getattr(task, "dag", None), "tags", None) or ()
+    return CAPTURE_TAG in tags or (setting("capture") or "").lower() == "all"
 
 
 def captured(task: Any, settings: Settings) -> bool:

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from airflow.listeners import hookimpl
@@ -164,6 +165,8 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
         return
     t0 = time.perf_counter()
     try:
+        if not dag_capture.may_capture(getattr(ti, "task", None)):
+            return  # neither a twinprov workflow nor a DAG `capture` could ask for
         settings = Settings.load()  # airflow.cfg is parsed once per version of the file
         built = _event(ti, state, settings, error)
         if built is None:
@@ -209,6 +212,9 @@ def _dag_run_ended(dag_run: Any) -> None:
     if os.environ.get(DISABLE_ENV, "").lower() == "off":
         return
     try:
+        dag = getattr(dag_run, "dag", None)  # set in the scheduler and under dag.test()
+        if dag is not None and not dag_capture.may_capture(SimpleNamespace(dag=dag)):
+            return  # an untagged DAG under `capture = tagged`: not even a ledger read
         dag_capture.publish_ended_run(str(dag_run.dag_id), str(dag_run.run_id))
     except Exception:
         log.warning(

@@ -233,3 +233,19 @@ def test_object_storage_paths_as_inlets_and_outlets(
     assert out["name"] == "out.txt" and len(out["sha256"]) == 64
     remote = next(a for a in final["assets"] if a["uri"].startswith("s3://"))
     assert "sha256" not in remote and "not recorded" in remote["content"]
+
+
+def test_untagged_dag_run_end_costs_no_ledger_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twinprov.airflow import dag_capture, listener
+
+    calls: list[str] = []
+    monkeypatch.setattr(dag_capture, "publish_ended_run", lambda d, r: calls.append(d))
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "tagged")
+    untagged = SimpleNamespace(dag_id="plain", run_id="r", dag=SimpleNamespace(tags=["etl"]))
+    tagged = SimpleNamespace(dag_id="mine", run_id="r", dag=SimpleNamespace(tags=["twinprov"]))
+    listener.on_dag_run_success(untagged, "")
+    listener.on_dag_run_failed(tagged, "")
+    assert calls == ["mine"]
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "all")
+    listener.on_dag_run_success(untagged, "")
+    assert calls == ["mine", "plain"]
