@@ -88,6 +88,16 @@ def test_example_dag_gets_prov_graph_and_crate(example_run: tuple[str, str]) -> 
           ?p tp:taskId ?producer . ?u prov:used <urn:twinprov:data/sha256-{depths}> ;
           tp:taskId ?user }} }}""")
     assert rows == [{"producer": "measure_snow_depth", "user": "summarise"}]
+    # every twinprov term it uses is in the vocabulary
+    import rdflib
+
+    from tests.conftest import REPO
+
+    vocab = rdflib.Graph().parse(REPO / "provenance" / "vocab" / "twinprov.ttl")
+    graph = rdflib.Graph().parse(rec.publication["files"]["prov.ttl"])
+    used = {str(t) for triple in graph for t in triple if str(t).startswith("urn:twinprov:vocab#")}
+    assert used <= {str(s) for s in vocab.subjects()}, used
+    assert "urn:twinprov:vocab#dagFileSha256" in used and "urn:twinprov:vocab#assetEvent" in used
     # the crate: the DAG file is the workflow, tasks are steps; 0 REQUIRED issues
     crate = Path(rec.publication["crate"])
     meta = json.loads((crate / "ro-crate-metadata.json").read_text())
