@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 DISABLE_ENV = "TWINPROV_CAPTURE"  # set to "off" to switch capture off (used by the benchmark)
 HAND_WRITTEN_ROLE = "task"
 """Payload role of a task try of a captured hand-written DAG (spec tasks: step, validate…)."""
-capture_stats = {"events": 0, "seconds": 0.0}
+capture_stats = {"events": 0, "seconds": 0.0, "publish_seconds": 0.0}
 """Events captured by this process and the time spent on them (read by bench/capture_overhead)."""
 
 
@@ -211,6 +211,7 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any 
 def _dag_run_ended(dag_run: Any) -> None:
     if os.environ.get(DISABLE_ENV, "").lower() == "off":
         return
+    t0 = time.perf_counter()
     try:
         dag = getattr(dag_run, "dag", None)  # set in the scheduler and under dag.test()
         if dag is not None and not dag_capture.may_capture(SimpleNamespace(dag=dag)):
@@ -223,6 +224,8 @@ def _dag_run_ended(dag_run: Any) -> None:
             getattr(dag_run, "run_id", "?"),
             exc_info=True,
         )
+    finally:
+        capture_stats["publish_seconds"] += time.perf_counter() - t0
 
 
 @hookimpl
