@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import DAG, Param
 
 from twinprov.dags.operators import LocalStepOperator, PublishOperator, ValidateOutputOperator
+from twinprov.dags.outputs import output_asset
 from twinprov.provenance.errors import TwinprovError
 from twinprov.provenance.spec import PUBLISH_TASK_ID, RERUN_PARAM, WorkflowSpec, load_spec
 
@@ -94,6 +95,9 @@ def build_dag(spec_path: Path, backend: str | None = None, *, reproduce: bool = 
             if step.description:
                 extra["doc_md"] = step.description
             target = spec.target_of(step)
+            if not reproduce:  # outputs without a check are vouched for by their step
+                announced = [o.name for o in step.outputs if o.validation is None]
+                extra["outlets"] = [output_asset(spec.name, step.id, n) for n in announced]
             if target == "local":
                 op = LocalStepOperator(
                     task_id=step.id, spec_path=str(spec_path), step_id=step.id, **extra
@@ -121,6 +125,7 @@ def build_dag(spec_path: Path, backend: str | None = None, *, reproduce: bool = 
                         output_name=o.name,
                         doc_md=f"Great Expectations check of `{o.name}` "
                         f"(on failure: {o.validation.on_failure}).",
+                        outlets=[] if reproduce else [output_asset(spec.name, step.id, o.name)],
                     )
                     op >> check
                     checks[(step.id, o.name)] = check

@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from twinprov.app.publish import publish_run
+from twinprov.dags.outputs import announce
 from twinprov.provenance import stepwrap
 from twinprov.provenance.config import Settings
 from twinprov.provenance.environment import python_environment
@@ -200,6 +201,7 @@ class LocalStepOperator(BaseOperator):
             errors = "; ".join(manifest.get("errors") or [])
             why = f"exit code {manifest.get('exit_code')}" + (f"; {errors}" if errors else "")
             raise AirflowException(f"step {step.id} failed: {why}")
+        announce(self, context, spec.name, step.id, manifest.get("outputs") or [])
         return {"outputs": {o["name"]: o["sha256"] for o in manifest.get("outputs", [])}}
 
     def on_kill(self) -> None:
@@ -366,6 +368,8 @@ class ValidateOutputOperator(BaseOperator):
             if record.failed_expectations
             else "",
         )
+        if verdict != "failed" or check.on_failure != "fail":
+            announce(self, context, spec.name, self.step_id, [produced], validation=verdict)
         if record.skipped:
             self.log.warning("not validated: %s", record.skip_reason)
         elif not record.success:

@@ -248,6 +248,9 @@ class KubeStepOperator(KubernetesPodOperator):
             raise AirflowException(f"step {step.id} failed: {why}") from error
         if error is not None:
             raise AirflowException(f"step {step.id}: {where}: {_one_line(error)}") from error
+        from twinprov.dags.outputs import announce
+
+        announce(self, context, self._twinprov_spec.name, step.id, manifest.get("outputs") or [])
         return {"outputs": {o["name"]: o["sha256"] for o in manifest.get("outputs") or []}}
 
     # provenance of the pod -----------------------------------------------------------------

@@ -95,11 +95,38 @@ def workflow_path(name: str) -> Path:
     return folder / f"{name}.yaml"
 
 
+def find_dag(dag_id: str) -> Any:
+    """A DAG of Airflow's configured ``dags_folder`` by id (hand-written DAGs included), or
+    ``None``. Only the files that mention the id are parsed."""
+    from airflow.configuration import conf
+    from airflow.dag_processing.dagbag import DagBag
+
+    folder = Path(conf.get("core", "dags_folder")).expanduser()
+    needle = dag_id.encode()
+    for path in sorted(folder.rglob("*.py")):
+        if "__pycache__" in path.parts or any(p.startswith(".") for p in path.parts):
+            continue
+        try:
+            if needle not in path.read_bytes():
+                continue
+        except OSError:
+            continue
+        bag = DagBag(str(path), bundle_path=folder)
+        dag = bag.dags.get(dag_id)
+        if dag is not None:
+            return dag
+    return None
+
+
 def load_workflow_dag(name: str, backend: str | None = None, reproduce: bool = False) -> Any:
-    """The DAG of a workflow by name (or spec path)."""
+    """The DAG of a workflow by name (or spec path), or any DAG of the DAGs folder by id."""
     from twinprov.dags.factory import build_dag
 
     path = workflow_path(name)
+    if not Path(name).suffix and not path.is_file() and not reproduce:
+        dag = find_dag(name)  # not a spec: any DAG of Airflow's DAGs folder
+        if dag is not None:
+            return dag
     if Path(name).suffix:
         # dag.test() parses the DAGs folder: let the DAG file see this spec's folder
         os.environ["TWINPROV_WORKFLOWS_DIR"] = str(path.resolve().parent)
@@ -107,7 +134,9 @@ def load_workflow_dag(name: str, backend: str | None = None, reproduce: bool = F
         from twinprov.provenance.errors import RunNotFoundError
 
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise RunNotFoundError(f"no workflow '{name}' (known: {', '.join(known) or 'none'})")
+        raise RunNotFoundError(
+            f"no workflow or DAG '{name}' (workflows: {', '.join(known) or 'none'})"
+        )
     return build_dag(path, backend, reproduce=reproduce)
 
 

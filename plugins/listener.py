@@ -11,10 +11,12 @@ import logging
 import os
 import socket
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from airflow.listeners import hookimpl
 
+from twinprov.airflow import dag_capture
 from twinprov.airflow.airflow_compat import dag_run_of, template_context
 from twinprov.provenance.config import Settings
 from twinprov.provenance.ledger import TaskEvent, record_event
@@ -22,7 +24,9 @@ from twinprov.provenance.ledger import TaskEvent, record_event
 log = logging.getLogger(__name__)
 
 DISABLE_ENV = "TWINPROV_CAPTURE"  # set to "off" to switch capture off (used by the benchmark)
-capture_stats = {"events": 0, "seconds": 0.0}
+HAND_WRITTEN_ROLE = "task"
+"""Payload role of a task try of a captured hand-written DAG (spec tasks: step, validate…)."""
+capture_stats = {"events": 0, "seconds": 0.0, "publish_seconds": 0.0}
 """Events captured by this process and the time spent on them (read by bench/capture_overhead)."""
 
 
@@ -49,6 +53,9 @@ def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
         )
         # `dag.test()` (the `twinprov run` CLI) names no user: the OS user of the process did it
         info["triggering_user"] = getpass.getuser() if user in (None, "dag_test") else user
+        consumed = dag_capture.consumed_assets(dr)
+        if consumed:  # started by asset events (data-aware scheduling)
+            info["consumed_assets"] = consumed
     try:
         params = template_context(ti).get("params") or {}
         info["params"] = {k: params[k] for k in params}
@@ -99,7 +106,9 @@ def _event(
     task = getattr(ti, "task", None)
     role = getattr(task, "twinprov_role", None)
     if role is None:
-        return None  # not a twinprov workflow
+        if not dag_capture.captured(task, settings):
+            return None  # not a twinprov workflow, nor a DAG captured under `capture`
+        role = HAND_WRITTEN_ROLE
     payload: dict[str, Any] = {
         "role": role,
         "operator": type(task).__name__,
@@ -121,7 +130,16 @@ def _event(
         if state != "running":
             # facts learnt while running: pod, image digest, HPC job, validation verdict…
             payload.update(getattr(task, "twinprov_facts", None) or {})
+        if role == HAND_WRITTEN_ROLE:
+            payload.update(dag_capture.task_payload(task, state))
+            if state != "running":
+                payload.update(dag_capture.asset_payload(task, template_context(ti)))
         run_info = _run_info(ti, task, settings)
+        if role == HAND_WRITTEN_ROLE:
+            dr = dag_run_of(ti)
+            run_info.update(
+                dag_capture.dag_run_info(ti, task, settings, getattr(dr, "conf", None))
+            )
     except Exception as e:
         payload["capture_error"] = f"{type(e).__name__}: {e}"
         run_info = {}
@@ -150,8 +168,8 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
         return
     t0 = time.perf_counter()
     try:
-        if getattr(getattr(ti, "task", None), "twinprov_role", None) is None:
-            return  # not a twinprov workflow
+        if not dag_capture.may_capture(getattr(ti, "task", None)):
+            return  # neither a twinprov workflow nor a DAG `capture` could ask for
         settings = Settings.load()  # airflow.cfg is parsed once per version of the file
         built = _event(ti, state, settings, error)
         if built is None:
@@ -191,6 +209,36 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
 @hookimpl
 def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any = None) -> None:
     _capture(task_instance, "failed", error)
+
+
+def _dag_run_ended(dag_run: Any) -> None:
+    if os.environ.get(DISABLE_ENV, "").lower() == "off":
+        return
+    t0 = time.perf_counter()
+    try:
+        dag = getattr(dag_run, "dag", None)  # set in the scheduler and under dag.test()
+        if dag is not None and not dag_capture.may_capture(SimpleNamespace(dag=dag)):
+            return  # an untagged DAG under `capture = tagged`: not even a ledger read
+        dag_capture.publish_ended_run(str(dag_run.dag_id), str(dag_run.run_id))
+    except Exception:
+        log.warning(
+            "twinprov: could not publish %s/%s (`twinprov publish --pending` finishes it)",
+            getattr(dag_run, "dag_id", "?"),
+            getattr(dag_run, "run_id", "?"),
+            exc_info=True,
+        )
+    finally:
+        capture_stats["publish_seconds"] += time.perf_counter() - t0
+
+
+@hookimpl
+def on_dag_run_success(dag_run: Any, msg: str) -> None:
+    _dag_run_ended(dag_run)
+
+
+@hookimpl
+def on_dag_run_failed(dag_run: Any, msg: str) -> None:
+    _dag_run_ended(dag_run)
 
 
 # Modules the capture and the publish task need, imported when the plugin is loaded. Airflow

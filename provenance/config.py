@@ -24,6 +24,9 @@ settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` 
 * ``sparql_timeout_seconds`` (60): HTTP time limit of one request to that server.
 * ``base_iri`` (``urn:twinprov:``), ``mlflow_tracking_uri`` (default: SQLite under
   ``TWINPROV_HOME``; a server: ``http://mlflow:5000``), ``crate_copy_threshold`` (bytes).
+* ``capture`` (``tagged``): which DAGs the listener records. ``specs``: only the DAGs of
+  twinprov's workflow specs; ``tagged``: those and every DAG tagged ``twinprov``; ``all``: every
+  DAG (hand-written DAGs included).
 * ``step_env_passthrough``: comma-separated names or patterns (``MY_TOOL_*``) of environment
   variables local steps inherit besides the basics (PATH, HOME, locale…); steps never see the
   rest of the task process's environment (``AIRFLOW_CONN_*``, database URLs).
@@ -32,6 +35,8 @@ settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` 
 from __future__ import annotations
 
 __all__ = [
+    "CAPTURE_MODES",
+    "CAPTURE_TAG",
     "DEFAULT_CRATE_COPY_THRESHOLD",
     "Settings",
     "airflow_home",
@@ -48,6 +53,10 @@ from pathlib import Path
 from twinprov.provenance.errors import ConfigError
 
 DEFAULT_BASE_IRI = "urn:twinprov:"
+CAPTURE_MODES = ("specs", "tagged", "all")
+"""Values of ``[twinprov] capture``: spec DAGs only, plus DAGs tagged ``twinprov``, or every DAG."""
+CAPTURE_TAG = "twinprov"
+"""The DAG tag that asks for capture under ``capture = tagged``."""
 DEFAULT_CRATE_COPY_THRESHOLD = 10 * 1024**2
 """Outputs up to this many bytes are copied into crates; larger ones are referenced."""
 
@@ -139,6 +148,19 @@ class Settings:
     """HTTP time limit of one request to the SPARQL server."""
     step_env_passthrough: tuple[str, ...] = ()
     """Extra environment variables (names or patterns) local steps inherit."""
+    capture: str = "tagged"
+    """Which DAGs the listener records (one of :data:`CAPTURE_MODES`)."""
+
+    def captures(self, tags: object) -> bool:
+        """Whether a DAG that is not a twinprov spec DAG, with these tags, is recorded."""
+        if self.capture == "all":
+            return True
+        if self.capture != "tagged" or not tags:
+            return False
+        try:
+            return CAPTURE_TAG in tags  # type: ignore[operator]
+        except TypeError:
+            return False
 
     @property
     def remote_store(self) -> bool:
@@ -194,7 +216,18 @@ class Settings:
             sparql_url=(_cfg_value("sparql_url") or "").strip(),
             sparql_gsp_url=(_cfg_value("sparql_gsp_url") or "").strip(),
             sparql_timeout_s=number_setting("sparql_timeout_seconds", 60.0),
+            capture=_capture_mode(),
             step_env_passthrough=tuple(
                 p.strip() for p in (_cfg_value("step_env_passthrough") or "").split(",")
             ),
         )
+
+
+def _capture_mode() -> str:
+    raw = (setting("capture") or "tagged").lower()
+    if raw not in CAPTURE_MODES:
+        raise ConfigError(
+            f"[twinprov] capture (AIRFLOW__TWINPROV__CAPTURE) = {raw!r}: "
+            f"must be one of {', '.join(CAPTURE_MODES)}"
+        )
+    return raw

@@ -50,6 +50,20 @@ class Ids:
         """Namespace of agents."""
         return f"{self.base}agent/"
 
+    @property
+    def asset_ns(self) -> str:
+        """Namespace of Airflow Assets twinprov records by URI only (no content read)."""
+        return f"{self.base}asset/"
+
+    @staticmethod
+    def asset_local(uri: str) -> str:
+        """Local part of an asset's IRI within :attr:`asset_ns` (its URI, percent-encoded)."""
+        return quote(uri, safe="")
+
+    def asset(self, uri: str) -> str:
+        """IRI of an asset known by URI only (``s3://…``, ``postgres://…``)."""
+        return self.asset_ns + self.asset_local(uri)
+
     def run_local(self, dag_id: str, run_id: str) -> str:
         """Local part of a run IRI within :attr:`run_ns`."""
         return f"{_q(dag_id)}/{_q(run_id)}"

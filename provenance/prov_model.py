@@ -60,6 +60,7 @@ class _Builder:
         self.run_ns = self.doc.add_namespace("run", ids.run_ns)
         self.data_ns = self.doc.add_namespace("data", ids.data_ns)
         self.agent_ns = self.doc.add_namespace("agent", ids.agent_ns)
+        self.asset_ns = self.doc.add_namespace("asset", ids.asset_ns)
         self.entities: set[QualifiedName] = set()
 
     def t(self, term: str) -> QualifiedName:
@@ -105,9 +106,13 @@ class _Builder:
             ("workflow_version", "workflowVersion"),
             ("spec_sha256", "specSha256"),
             ("triggered_via", "triggeredVia"),
+            ("dag_kind", "dagKind"),
+            ("dag_file_sha256", "dagFileSha256"),
         ):
             if info.get(key):
                 run_attrs[tp(term)] = str(info[key])
+        if info.get("conf"):
+            run_attrs[tp("conf")] = _literal(info["conf"])
         if f.verdict and f.verdict.get("original_run"):
             run_attrs[tp("reproduces")] = self._iri(str(f.verdict["original_run"]))
         self.doc.activity(
@@ -147,6 +152,18 @@ class _Builder:
             )
             if spec_qn is not None:
                 self.doc.used(run_qn, spec_qn)
+        if info.get("dag_file_sha256"):  # a hand-written DAG: its file is the code that ran
+            dag_qn = self.data_entity(
+                {
+                    "sha256": info["dag_file_sha256"],
+                    "name": "DAG file",
+                    "media_type": "text/x-python",
+                    "abs_path": info.get("dag_file"),
+                }
+            )
+            if dag_qn is not None:
+                self.doc.used(run_qn, dag_qn)
+        self._consumed(run_qn, info.get("consumed_assets"))
         for name, value in sorted((info.get("params") or {}).items()):
             p_qn = self.run_ns[self.ids.param_local(f.dag_id, f.run_id, name)]
             self.doc.entity(
@@ -345,8 +362,8 @@ class _Builder:
                 attrs[tp(term)] = " ".join(value) if isinstance(value, list) else str(value)
         if t.error:
             attrs[tp("error")] = str(t.error)
-        if m:
-            attrs[tp("exitCode")] = int(m.get("exit_code", -1))
+        if m and m.get("exit_code") is not None:  # a step manifest (not a DAG task's files)
+            attrs[tp("exitCode")] = int(m["exit_code"])
             if m.get("duration_s") is not None:
                 attrs[tp("durationSeconds")] = float(m["duration_s"])
             usage = m.get("resource_usage") or {}
@@ -364,6 +381,11 @@ class _Builder:
             attrs[tp("retryOf")] = previous[task_key]
         previous[task_key] = qn
         pairs = list(attrs.items())
+        assets = p.get("assets")
+        for a in assets if isinstance(assets, list) else []:
+            if isinstance(a, Mapping) and a.get("uri") and isinstance(a.get("extra"), Mapping):
+                event = {"uri": str(a["uri"]), "extra": dict(a["extra"])}
+                pairs.append((tp("assetEvent"), json.dumps(event, sort_keys=True, default=str)))
         check = p.get("validation") if isinstance(p.get("validation"), Mapping) else None
         if check is not None:
             pairs += self._validation_attrs(check)
@@ -397,6 +419,7 @@ class _Builder:
         used = [q for q in (self.data_entity(r) for r in m.get("inputs") or []) if q is not None]
         for u in used:
             self.doc.used(qn, u)
+        self._assets(qn, p.get("assets"))
         for rec in m.get("outputs") or []:
             out = self.data_entity(rec)
             if out is None:
@@ -404,6 +427,69 @@ class _Builder:
             self.doc.wasGeneratedBy(out, qn)
             for u in used:
                 self.doc.wasDerivedFrom(out, u)
+
+
+    def _consumed(self, run_qn: QualifiedName, events: Any) -> None:
+        """Asset events that started the run: it used what they announced — the upstream
+        output's own content-addressed entity when the event carries its sha256 (twinprov's
+        output assets do), else the asset by URI; the upstream run informed this one."""
+        tp = self.t
+        for ev in events if isinstance(events, list) else []:
+            if not isinstance(ev, Mapping) or not ev.get("uri"):
+                continue
+            extra = ev.get("extra") if isinstance(ev.get("extra"), Mapping) else {}
+            assert isinstance(extra, Mapping)
+            ent = self.data_entity(
+                {
+                    "sha256": extra.get("sha256"),
+                    "size": extra.get("size"),
+                    "media_type": extra.get("media_type"),
+                    "name": ev.get("name") or ev.get("uri"),
+                    "abs_path": extra.get("path"),
+                }
+            )
+            if ent is None:
+                ent = self.asset_ns[self.ids.asset_local(str(ev["uri"]))]
+                if ent not in self.entities:
+                    self.doc.entity(
+                        ent,
+                        {
+                            PROV_TYPE: tp("Asset"),
+                            PROV_LABEL: str(ev.get("name") or ev["uri"]),
+                            tp("assetUri"): str(ev["uri"]),
+                        },
+                    )
+                    self.entities.add(ent)
+            self.doc.used(run_qn, ent)
+            if ev.get("source_dag_id") and ev.get("source_run_id"):
+                upstream = self.run_ns[
+                    self.ids.run_local(str(ev["source_dag_id"]), str(ev["source_run_id"]))
+                ]
+                self.doc.wasInformedBy(run_qn, upstream)
+
+    def _assets(self, qn: QualifiedName, assets: Any) -> None:
+        """Airflow Assets of a hand-written task: files (hashed) are the data entities of the
+        manifest; the others are entities named by their URI, their content not read."""
+        tp = self.t
+        for a in assets if isinstance(assets, list) else []:
+            if not isinstance(a, Mapping) or not a.get("uri"):
+                continue
+            uri = str(a["uri"])
+            if not a.get("sha256"):
+                ent = self.asset_ns[self.ids.asset_local(uri)]
+                attrs: list[tuple[Any, Any]] = [
+                    (PROV_TYPE, tp("Asset")),
+                    (PROV_LABEL, str(a.get("name") or uri)),
+                    (tp("assetUri"), uri),
+                    (tp("content"), str(a.get("content") or "not read")),
+                ]
+                if ent not in self.entities:
+                    self.doc.entity(ent, attrs)
+                    self.entities.add(ent)
+                if a.get("direction") == "inlet":
+                    self.doc.used(qn, ent)
+                else:
+                    self.doc.wasGeneratedBy(ent, qn)
 
 
 def _camel(snake: str) -> str:

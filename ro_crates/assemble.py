@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from twinprov import __version__
 
-__all__ = ["crate_input_from_ledger", "media_type_of", "twinprov_version", "workflow_info"]
+__all__ = [
+    "crate_input_from_ledger",
+    "dag_workflow_info",
+    "media_type_of",
+    "twinprov_version",
+    "workflow_info",
+]
 
 import logging
 import mimetypes
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -178,6 +184,97 @@ def _workflow_info(spec: WorkflowSpec, path: Path, sha256: str) -> WorkflowInfo:
     )
 
 
+_PARAM_TYPES = {bool: "boolean", int: "integer", float: "number"}
+
+
+def dag_workflow_info(
+    dag_id: str, info: Mapping[str, Any], tries: Sequence[StepTry] = ()
+) -> WorkflowInfo:
+    """The prospective part of a crate for a hand-written Airflow DAG: the DAG file (its copy
+    taken at run start, if there is one) is the workflow, its tasks are the steps, in dependency
+    order; a task's ``file://`` outlets are its outputs, its inlets its inputs (from the task
+    whose outlet has the same URI, if one has).
+
+    Raises:
+        CrateInputError: the DAG file cannot be read.
+        SpecChangedError: its bytes differ from those recorded at run time.
+    """
+    recorded = str(info.get("dag_file_sha256") or "")
+    path = Path(str(info.get("dag_snapshot") or info.get("dag_file") or ""))
+    try:
+        current, _size = sha256_file(path)
+    except OSError as e:
+        raise CrateInputError(f"cannot read the DAG file {path}: {e.strerror}") from e
+    if current != recorded:
+        raise SpecChangedError(str(path), recorded, current)
+    raw = [t for t in info.get("dag_tasks") or [] if isinstance(t, Mapping) and t.get("task_id")]
+    listed = {str(t["task_id"]) for t in raw}
+    raw += [{"task_id": t.task_id} for t in tries if t.task_id not in listed]
+    by_id = {str(t["task_id"]): t for t in raw}
+    order: list[str] = []
+
+    def visit(task_id: str, seen: tuple[str, ...] = ()) -> None:
+        if task_id in order or task_id in seen or task_id not in by_id:
+            return
+        for up in by_id[task_id].get("upstream") or ():
+            visit(str(up), (*seen, task_id))
+        order.append(task_id)
+
+    for task_id in sorted(by_id):
+        visit(task_id)
+    producers: dict[str, tuple[str, str]] = {}
+    for task_id in order:
+        for o in by_id[task_id].get("outlets") or ():
+            if isinstance(o, Mapping) and str(o.get("uri", "")).startswith("file:"):
+                producers.setdefault(str(o["uri"]), (task_id, str(o.get("name") or "")))
+    steps = []
+    for position, task_id in enumerate(order):
+        t = by_id[task_id]
+        outputs = tuple(
+            StepOutput(str(o.get("name") or ""), str(o["uri"]), media_type_of(str(o["uri"])))
+            for o in t.get("outlets") or ()
+            if isinstance(o, Mapping) and str(o.get("uri", "")).startswith("file:")
+        )
+        inputs = []
+        for i in t.get("inlets") or ():
+            if not isinstance(i, Mapping) or not str(i.get("uri", "")).startswith("file:"):
+                continue
+            producer = producers.get(str(i["uri"]))
+            source = f"{producer[0]}.{producer[1]}" if producer else f"params.{i.get('name')}"
+            inputs.append(StepInput(str(i.get("name") or ""), source))
+        operator = str(t.get("operator") or "task")
+        doc = str(t.get("doc") or "").strip()
+        steps.append(
+            StepSpec(
+                id=task_id,
+                position=position,
+                description=f"Airflow task ({operator})" + (f": {doc}" if doc else ""),
+                target="airflow",
+                inputs=tuple(inputs),
+                outputs=outputs,
+            )
+        )
+    given = info.get("params")
+    params: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    return WorkflowInfo(
+        name=dag_id,
+        version=recorded[:12],
+        spec_path=path.resolve(),
+        spec_sha256=recorded,
+        steps=tuple(steps),
+        description=str(info.get("dag_description") or f"Airflow DAG {dag_id}"),
+        params=tuple(
+            ParamSpec(str(k), _PARAM_TYPES.get(type(v), "string"), v if _scalar(v) else None)
+            for k, v in sorted(params.items())
+        ),
+        language="airflow",
+    )
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
 def _records(
     items: Any, step: StepSpec | None, workflow: WorkflowInfo, ids: Ids, *, outputs: bool
 ) -> tuple[FileRecord, ...]:
@@ -322,9 +419,12 @@ def crate_input_from_ledger(
     info = rec.info
     # a copy of the spec taken at run start (if the runner keeps one) outlives edits to the spec
     spec_path = info.get("spec_snapshot") or info.get("spec_path")
-    if not spec_path:
+    if not spec_path and info.get("dag_file_sha256"):
+        workflow = dag_workflow_info(dag_id, info, step_tries)
+    elif not spec_path:
         raise CrateInputError(f"run {dag_id}/{run_id} does not record its workflow spec")
-    workflow = workflow_info(spec_path, info.get("spec_sha256"))
+    else:
+        workflow = workflow_info(spec_path, info.get("spec_sha256"))
     ids = Ids(settings.base_iri)
     params = dict(info.get("params") or {})
     known = {s.id for s in workflow.steps}

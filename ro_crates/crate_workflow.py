@@ -121,16 +121,30 @@ class WorkflowDescription(CrateGraph):
         return ident
 
     def add_workflow(self, license_id: str, authors: list[str]) -> str:
-        lang = "#twinprov-workflow-spec"
-        self.add(
-            lang,
-            "ComputerLanguage",
-            {
-                "name": "twinprov workflow spec",
-                "alternateName": "twinprov YAML",
-                "description": "YAML workflow description run by twinprov on Apache Airflow.",
-            },
-        )
+        if self.wf.language == "airflow":  # a hand-written DAG: the Python file is the workflow
+            lang, encoding = "#apache-airflow-dag", "text/x-python"
+            self.add(
+                lang,
+                "ComputerLanguage",
+                {
+                    "name": "Apache Airflow DAG (Python)",
+                    "alternateName": "Airflow DAG",
+                    "url": "https://airflow.apache.org/",
+                    "description": "A Python file defining an Apache Airflow DAG; its tasks "
+                    "are the workflow's steps.",
+                },
+            )
+        else:
+            lang, encoding = "#twinprov-workflow-spec", "application/yaml"
+            self.add(
+                lang,
+                "ComputerLanguage",
+                {
+                    "name": "twinprov workflow spec",
+                    "alternateName": "twinprov YAML",
+                    "description": "YAML workflow description run by twinprov on Apache Airflow.",
+                },
+            )
         for s in self.wf.sources:
             self.add_file(
                 self.root / "workflow" / s.rel_path,
@@ -162,7 +176,7 @@ class WorkflowDescription(CrateGraph):
                 "author": refs(authors),
                 "creator": refs(authors),
                 "programmingLanguage": ref(lang),
-                "encodingFormat": "application/yaml",
+                "encodingFormat": encoding,
                 "sha256": self.wf.spec_sha256,
                 "contentSize": str(size),
                 "input": refs(wf_param(p.name) for p in self.wf.params),

@@ -139,6 +139,9 @@ class WorkflowInfo:
     params: tuple[ParamSpec, ...] = ()
     sources: tuple[SourceFile, ...] = ()
     """Step programs the commands reference, to ship beside the spec."""
+    language: str = "twinprov"
+    """What ``spec_path`` is written in: ``twinprov`` (a YAML workflow spec) or ``airflow``
+    (a hand-written Python DAG file; its tasks are the steps)."""
 
     def step(self, step_id: str) -> StepSpec | None:
         """The step with this id, or ``None``."""

@@ -1,0 +1,158 @@
+"""Capture overhead on a hand-written DAG: 10 BashOperator tasks of 1 second, each writing a
+file declared as a ``file://`` Asset outlet (hashed after the try), tagged ``twinprov``.
+
+Every run is a fresh process (the OpenLineage provider decides at start-up whether its listener
+is on), driving the DAG through real Airflow ``dag.test()`` on a throw-away SQLite metadata DB
+and DAGs folder; modes alternate round by round:
+
+* ``off`` — twinprov's capture off (``TWINPROV_CAPTURE=off``), OpenLineage disabled;
+* ``twinprov`` — everything twinprov adds: the listener writing the ledger on every task state
+  change, hashing the outlets, and the publication from ``on_dag_run_success`` (PROV files,
+  Oxigraph graph, crate);
+* ``openlineage`` — twinprov off, the Airflow OpenLineage provider on with its file transport
+  (only if the provider is installed; it is not a twinprov dependency).
+
+Prints the wall-time ratios to ``off`` (twinprov's goal ≤ 1.05) and twinprov/OpenLineage.
+
+    python bench/capture_overhead_dag.py [--rounds 3] [--tasks 10] [--seconds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DAG = '''
+from pathlib import Path
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, Asset
+
+OUT = Path({out!r})
+with DAG("capture_bench_dag", schedule=None, tags=["twinprov"]) as dag:
+    prev = None
+    for i in range({tasks}):
+        target = OUT / f"o{{i}}.txt"
+        t = BashOperator(
+            task_id=f"task_{{i:02d}}",
+            bash_command=f"sleep {seconds}; echo step {{i}} > {{target}}",
+            outlets=[Asset(name=f"o{{i}}", uri=target.as_uri())],
+        )
+        if prev is not None:
+            prev >> t
+        prev = t
+'''
+
+
+MODES = {
+    "off": {"TWINPROV_CAPTURE": "off", "AIRFLOW__OPENLINEAGE__DISABLED": "true"},
+    "twinprov": {"TWINPROV_CAPTURE": "on", "AIRFLOW__OPENLINEAGE__DISABLED": "true"},
+    "openlineage": {"TWINPROV_CAPTURE": "off", "AIRFLOW__OPENLINEAGE__DISABLED": "false"},
+}
+
+
+def _child() -> None:
+    """One timed run of the DAG in this process (after imports and the DB check)."""
+    from twinprov.dags.runner import ensure_database, prepare_environment, run_workflow
+
+    prepare_environment()
+    ensure_database()
+    from twinprov.airflow import listener
+
+    t0 = time.perf_counter()
+    outcome = run_workflow("capture_bench_dag", {})
+    elapsed = time.perf_counter() - t0
+    assert outcome.state == "success", outcome
+    stats = listener.capture_stats
+    print(
+        json.dumps(
+            {
+                "seconds": elapsed,
+                "events": stats["events"],
+                "listener": stats["seconds"],
+                "publish": stats["publish_seconds"],
+            }
+        )
+    )
+
+
+def main() -> None:
+    if os.environ.get("TWINPROV_BENCH_CHILD"):
+        _child()
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ns = ap.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="twinprov-bench-dag-"))
+    dags = root / "dags"
+    out = root / "out"
+    dags.mkdir()
+    out.mkdir()
+    (dags / "capture_bench_dag.py").write_text(
+        DAG.format(out=str(out), tasks=ns.tasks, seconds=ns.seconds)
+    )
+    base = dict(
+        os.environ,
+        TWINPROV_HOME=str(root / "home"),
+        AIRFLOW_HOME=str(root / "airflow"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        TWINPROV_BENCH_CHILD="1",
+        AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
+            {"type": "file", "log_file_path": str(root / "openlineage.jsonl"), "append": True}
+        ),
+    )
+    base.pop("AIRFLOW__TWINPROV__CAPTURE", None)  # the default: tagged
+    modes = ["off", "twinprov"]
+    if importlib.util.find_spec("airflow.providers.openlineage") is not None:
+        modes.append("openlineage")
+
+    def run(mode: str) -> dict[str, float]:
+        proc = subprocess.run(
+            [sys.executable, __file__], env={**base, **MODES[mode]},
+            capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    run("off")  # warm-up: the metadata DB, caches, the graph store
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    events = listener_s = 0.0
+    for r in range(ns.rounds):
+        for mode in modes:
+            got = run(mode)
+            times[mode].append(got["seconds"])
+            if mode == "twinprov":
+                events += got["events"]
+                listener_s += got["listener"]
+            extra = f" (publication {got['publish']:.2f} s)" if mode == "twinprov" else ""
+            print(f"round {r + 1} {mode:>11}: {got['seconds']:6.2f} s{extra}", flush=True)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    print(
+        f"\nhand-written DAG, {ns.tasks} tasks x {ns.seconds:g} s with file outlets, "
+        f"{ns.rounds} rounds, medians: " + ", ".join(f"{m} {v:.2f} s" for m, v in med.items())
+    )
+    print(f"twinprov capture overhead ratio (twinprov/off): {med['twinprov'] / med['off']:.3f}"
+          "   (goal <= 1.05)")
+    print(f"listener time per event: {1000 * listener_s / max(events, 1):.2f} ms "
+          f"over {int(events)} events")
+    if "openlineage" in med:
+        print(f"OpenLineage provider overhead ratio (openlineage/off): "
+              f"{med['openlineage'] / med['off']:.3f}")
+        print(f"twinprov / OpenLineage wall time: {med['twinprov'] / med['openlineage']:.3f}")
+    else:
+        print("OpenLineage provider: not installed, not measured")
+
+
+if __name__ == "__main__":
+    main()
