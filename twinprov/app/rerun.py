@@ -509,7 +509,9 @@ def grade_numeric(
         import xarray as xr
 
         with xr.open_dataset(a) as da, xr.open_dataset(b) as db:
-            detail = _structure(list(da.data_vars), list(db.data_vars), "variables")
+            detail = _structure(
+                [str(n) for n in da.data_vars], [str(n) for n in db.data_vars], "variables"
+            )
             if detail:
                 return "structure_differs", {"detail": detail}
             for name in da.data_vars:
