@@ -246,7 +246,11 @@ def read_crate(
                         )
                     else:
                         inputs.setdefault(step, {})[name] = str(f["sha256"])
-    facts = _recorded_facts(crate_dir, {step: e.id for step, (_n, e) in tries.items()})
+    facts = (
+        _recorded_facts(crate_dir, {step: e.id for step, (_n, e) in tries.items()})
+        if _explaining()
+        else None
+    )
     return RecordedRun(
         crate=crate_dir,
         dag_id=dag_id,
