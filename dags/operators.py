@@ -16,6 +16,7 @@ from twinprov.app.publish import publish_run
 from twinprov.dags.outputs import announce
 from twinprov.provenance import stepwrap
 from twinprov.provenance.config import Settings
+from twinprov.provenance.env_facts import step_programs, thread_settings
 from twinprov.provenance.environment import python_environment
 from twinprov.provenance.errors import TwinprovError
 from twinprov.provenance.spec import Step, WorkflowSpec, render
@@ -134,6 +135,11 @@ class LocalStepOperator(BaseOperator):
             "target": "local",
             "image": spec.image_of(step),
             "environment": python_environment(),
+            # what a rerun compares to explain a difference (twinprov.provenance.env_facts)
+            "programs": step_programs(
+                [*step.command, *step.args], Path(self.spec_path).parent
+            ),
+            "threads": thread_settings({**os.environ, **step.env}),
         }
 
     def execute(self, context: Any) -> dict[str, Any]:

@@ -27,6 +27,8 @@ CACHE_ENV = "TWINPROV_ENV_CACHE_DIR"
 """Folder of the cache file (default: ``$XDG_CACHE_HOME/twinprov`` or ``~/.cache/twinprov``)."""
 
 _DIST_SUFFIXES = (".dist-info", ".egg-info")
+_LISTING_VERSION = b"2"
+"""Part of the cache key: a listing of an older shape (no package list) is made anew."""
 _memo: dict[str, dict[str, Any]] = {}
 
 
@@ -43,6 +45,10 @@ def _listing() -> dict[str, Any]:
         "python_executable": sys.executable,
         "package_count": len(pkgs),
         "platform": platform.platform(),
+        "os": f"{platform.system()} {platform.release()} {platform.machine()}".strip(),
+        "libc": " ".join(platform.libc_ver()).strip() or None,
+        # the list itself, not only its digest: a rerun names the package that changed
+        "packages": pkgs,
     }
 
 
@@ -53,7 +59,7 @@ def _key() -> str:
     Entries without distributions are left out: a task process adds its DAG folder to
     ``sys.path``, and must find the listing that the scheduler it was forked from made (the
     same distributions), not list them again and replace the scheduler's cache file."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(_LISTING_VERSION)
     for part in (sys.executable, platform.python_version(), " ".join(os.uname())):
         h.update(part.encode() + b"\0")
     for entry in sys.path:
@@ -120,7 +126,8 @@ def _write_cache(path: Path, key: str, env: dict[str, Any]) -> None:
 
 
 def python_environment() -> dict[str, Any]:
-    """Interpreter and installed packages, with a digest of the sorted ``name==version`` list."""
+    """Interpreter, OS and libc, and the installed packages (``packages``: the sorted
+    ``name==version`` list), with a digest of that list."""
     key = _key()
     env = _memo.get(key)
     if env is None:

@@ -216,9 +216,17 @@ class _Builder:
             pairs.append((PROV_LOCATION, str(v["file"])))
         for note in v.get("notes") or []:
             pairs.append((tp("note"), str(note)))
-        for o in Verdict.from_dict(v).outputs:
+        typed = Verdict.from_dict(v)
+        if typed.likely_cause:
+            pairs.append((tp("likelyCause"), typed.likely_cause))
+        for c in typed.changes:
+            pairs += [(tp("environmentChange"), f"{c.step}: {change}") for change in c.changes]
+            if c.step == typed.first_divergent_step:
+                pairs += [(tp("firstDivergenceChange"), change) for change in c.changes]
+        for o in typed.outputs:
             label = f"{o.step}.{o.output}"
             pairs.append((tp("comparedOutput"), f"{label}: {o.status} ({o.rule})"))
+            pairs.append((tp("outputGrade"), f"{label}: {o.grade_text}"))
             if not o.same:
                 pairs.append((tp("differingOutput"), label))
             for sha in (o.original_sha256, o.rerun_sha256):

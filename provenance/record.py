@@ -11,7 +11,8 @@ or a verdict says — is written here once.
 * :class:`FileRecord` and :class:`Manifest` — a file a step wrote, and the step manifest the
   step wrapper printed;
 * :class:`ValidationResult` — a data-quality check of one output, bound to its sha256;
-* :class:`OutputComparison` and :class:`Verdict` — a rerun's answer to "did it reproduce?".
+* :class:`OutputComparison`, :class:`StepChange` and :class:`Verdict` — a rerun's answer to
+  "did it reproduce?", and what changed around the steps.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ __all__ = [
     "Manifest",
     "OutputComparison",
     "RunRecord",
+    "GRADES",
+    "StepChange",
     "StepTry",
     "TaskEvent",
     "ValidationResult",
@@ -352,6 +355,19 @@ def run_state(tries: Sequence[StepTry]) -> str:
     return "running"
 
 
+GRADES: dict[str, str] = {
+    "identical": "identical bytes",
+    "within_tolerance": "equal within the declared tolerance",
+    "values_equal": "same structure and values, different bytes (metadata or encoding)",
+    "values_differ": "same structure, different values",
+    "structure_differs": "different structure",
+    "bytes_differ": "different bytes (no structural comparison for this format)",
+    "missing": "missing in the rerun",
+    "new": "new in the rerun",
+}
+"""The grade of one output, original against rerun, and its words for a reviewer."""
+
+
 @dataclass(frozen=True)
 class OutputComparison:
     """One output, original against rerun."""
@@ -363,19 +379,56 @@ class OutputComparison:
     original_sha256: str | None
     rerun_sha256: str | None
     rule: str
+    grade: str | None = None
+    """A key of :data:`GRADES` (``None`` in verdicts recorded before grades existed)."""
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    """For numeric outputs whose values differ: ``max_abs_diff``, ``max_rel_diff``,
+    ``share_differing`` (of the cells compared), ``cells``; for a different structure: what
+    differs (``detail``)."""
 
     @property
     def same(self) -> bool:
         """Whether the rerun's output counts as the original's."""
         return self.status in ("identical", "equal_within_tolerance")
 
+    @property
+    def grade_text(self) -> str:
+        """The grade in a reviewer's words, with the numeric summary if there is one."""
+        grade = self.grade or {
+            "identical": "identical",
+            "equal_within_tolerance": "within_tolerance",
+            "missing": "missing",
+            "new": "new",
+        }.get(self.status, "bytes_differ")
+        text = GRADES.get(grade, grade)
+        s = self.summary
+        if "max_abs_diff" in s:
+            share = s.get("share_differing")
+            text += (
+                f" (max abs diff {float(s['max_abs_diff']):.3g}, max rel diff "
+                f"{float(s.get('max_rel_diff') or 0.0):.3g}"
+                + (
+                    f", {100 * float(share):.3g}% of {s.get('cells')} cells differ"
+                    if share is not None
+                    else ""
+                )
+                + ")"
+            )
+        elif s.get("detail"):
+            text += f" ({s['detail']})"
+        return text
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        return asdict(self)
+        """Plain JSON-able dict (with ``grade_text``)."""
+        d = asdict(self)
+        d["summary"] = dict(self.summary)
+        d["grade_text"] = self.grade_text
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OutputComparison:
         """The comparison of :meth:`to_dict`."""
+        summary = d.get("summary")
         return cls(
             step=str(d.get("step") or ""),
             output=str(d.get("output") or ""),
@@ -383,6 +436,42 @@ class OutputComparison:
             original_sha256=_opt_str(d.get("original_sha256")),
             rerun_sha256=_opt_str(d.get("rerun_sha256")),
             rule=str(d.get("rule") or ""),
+            grade=_opt_str(d.get("grade")),
+            summary=dict(summary) if isinstance(summary, Mapping) else {},
+        )
+
+
+@dataclass(frozen=True)
+class StepChange:
+    """What changed around one step between the original run and the rerun."""
+
+    step: str
+    changes: tuple[str, ...]
+    """In words, programs first: ``numpy 2.1.3 → 2.2.0``, ``image sha256:ab… → sha256:cd…``."""
+    inputs_matched: bool = True
+    """Whether the step read the same input bytes as in the original run."""
+    diverged: bool = False
+    """Whether the step's outputs differ from the original's."""
+
+    @property
+    def text(self) -> str:
+        """``step: change; change``."""
+        return f"{self.step}: " + "; ".join(self.changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        d = asdict(self)
+        d["changes"] = list(self.changes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StepChange:
+        """The change of :meth:`to_dict`."""
+        return cls(
+            step=str(d.get("step") or ""),
+            changes=tuple(str(c) for c in d.get("changes") or ()),
+            inputs_matched=bool(d.get("inputs_matched", True)),
+            diverged=bool(d.get("diverged")),
         )
 
 
@@ -397,6 +486,16 @@ class Verdict:
     outputs: tuple[OutputComparison, ...] = ()
     first_divergent_step: str | None = None
     notes: tuple[str, ...] = ()
+    changes: tuple[StepChange, ...] = ()
+    """Every step whose environment or program changed, in step order."""
+    likely_cause: str | None = None
+    """The first step, in step order, whose inputs matched, whose outputs differ and whose
+    environment or program changed: what most likely explains the first divergence."""
+
+    @property
+    def cause(self) -> StepChange | None:
+        """The :class:`StepChange` of :attr:`likely_cause`."""
+        return next((c for c in self.changes if c.step == self.likely_cause), None)
 
     @classmethod
     def failed(cls, note: str, original_run: str | None = None) -> Verdict:
@@ -413,6 +512,7 @@ class Verdict:
         d = asdict(self)
         d["outputs"] = [o.to_dict() for o in self.outputs]
         d["notes"] = list(self.notes)
+        d["changes"] = [c.to_dict() for c in self.changes]
         d["exit_code"] = self.exit_code
         return d
 
@@ -424,9 +524,14 @@ class Verdict:
             original_run=_opt_str(d.get("original_run")),
             original_crate=_opt_str(d.get("original_crate")),
             outputs=tuple(
-                OutputComparison.from_dict(o) for o in d.get("outputs") or ()
+                OutputComparison.from_dict(o)
+                for o in d.get("outputs") or ()
                 if isinstance(o, Mapping)
             ),
             first_divergent_step=_opt_str(d.get("first_divergent_step")),
             notes=tuple(str(n) for n in d.get("notes") or ()),
+            changes=tuple(
+                StepChange.from_dict(c) for c in d.get("changes") or () if isinstance(c, Mapping)
+            ),
+            likely_cause=_opt_str(d.get("likely_cause")),
         )

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from twinprov.provenance.config import Settings
+from twinprov.provenance.env_facts import comparable_facts
 from twinprov.provenance.errors import RunNotFoundError, SpecError
 from twinprov.provenance.hashing import sha256_file
 from twinprov.provenance.ids import Ids
@@ -384,6 +385,7 @@ def _task_try(
         env=_rendered_env(step, workflow, params) if step else {},
         host=p.get("hostname") or m.get("host"),
         iri=ids.run_ns + ids.task_local(dag_id, run_id, t.task_id, t.map_index, t.try_number),
+        facts=comparable_facts(p),
     )
 
 

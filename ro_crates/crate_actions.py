@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = ["RunDescription"]
 
+import json
 import shlex
 from pathlib import Path
 
@@ -233,8 +234,44 @@ class RunDescription(WorkflowDescription):
             },
         )
 
+    def add_environment_facts(self) -> None:
+        """``reproducibility/environment.json``: per step try (by its action's id) the facts a
+        rerun compares to explain a difference — packages, interpreter, OS/libc, image digest,
+        host/site, thread variables, programs' sha256."""
+        facts = {
+            try_id(t): {
+                "step": t.task_id,
+                "map_index": t.map_index,
+                "try_number": t.try_number,
+                "facts": dict(t.facts),
+            }
+            for t in self.tries
+            if t.facts and t.ran
+        }
+        if not facts:
+            return
+        dest = self.root / "reproducibility" / "environment.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(json.dumps(facts, indent=1, sort_keys=True), encoding="utf-8")
+        self.add_file(
+            dest,
+            "reproducibility/environment.json",
+            {
+                "name": "Environment of every step try",
+                "description": (
+                    "Per step try (keyed by its CreateAction's id): Python packages with "
+                    "versions, interpreter, OS and libc, container image digest, host and site, "
+                    "thread-count variables and the sha256 of the step's programs."
+                ),
+                "encodingFormat": "application/json",
+                "about": refs(sorted(facts)),
+                "contentSize": size_of(dest),
+            },
+        )
+
     def add_documents(self) -> None:
         self.add_verdict()
+        self.add_environment_facts()
         for name, source in sorted(self.data.prov_files.items()):
             media, spec, label = PROV_FORMATS.get(
                 Path(name).suffix, ("application/octet-stream", None, None)

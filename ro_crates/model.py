@@ -210,6 +210,8 @@ class TaskTry:
     """Environment variables the spec set for the try (rendered)."""
     host: str | None = None
     iri: str | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    """Comparable facts a rerun explains differences with (``twinprov.provenance.env_facts``)."""
 
     @property
     def ran(self) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twinprov.app.summary import LINEAGE_QUERY, RUNS_USING_QUERY, find_run, run_summary
@@ -365,10 +366,16 @@ def _print_verdict(v: Verdict) -> None:
     if v.first_divergent_step:
         out.print(f"first divergent step: [bold]{v.first_divergent_step}[/]")
     if v.outputs:
-        t = Table("step", "output", "status", "rule")
+        t = Table("step", "output", "status", "rule", "grade")
         for o in v.outputs:
-            t.add_row(o.step, o.output, o.status, o.rule)
+            t.add_row(o.step, o.output, o.status, o.rule, o.grade_text)
         out.print(t)
+    if v.changes:
+        out.print("what changed, per step:")
+        for c in v.changes:
+            mark = " [bold red](likely cause)[/]" if c.step == v.likely_cause else ""
+            where = "" if c.inputs_matched else " (its inputs changed too)"
+            out.print(f"  {escape(c.text)}{where}{mark}", highlight=False)
     for note in v.notes:
         out.print(f"note: {note}")
 

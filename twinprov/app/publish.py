@@ -216,6 +216,7 @@ def _verdict_stage(
         spec_of,
         workflow_of,
     )
+    from twinprov.provenance.env_facts import comparable_facts
 
     ref = str(rec.info["params"][RERUN_PARAM])
     folder = run_dir(settings.runs_dir, rec.dag_id, rec.run_id) / "reproducibility"
@@ -229,6 +230,11 @@ def _verdict_stage(
         outputs: dict[tuple[str, str], tuple[str, Path | None]] = {}
         inputs: dict[str, dict[str, str]] = {}
         notes = []
+        facts = {  # what each step ran with, to explain differences (twinprov.provenance.env_facts)
+            t.task_id: comparable_facts(t.payload)
+            for t in latest_tries(tries)
+            if t.payload.get("role") == "step"
+        }
         if rec.info.get("spec_sha256") and rec.info["spec_sha256"] != original.spec_sha256:
             notes.append(
                 "the rerun ran a workflow spec that differs from the original's "
@@ -263,7 +269,13 @@ def _verdict_stage(
                     "the rerun may have used a different image"
                 )
         verdict = compare_run(
-            original, spec_of(original), outputs, inputs, rerun_state=state, notes=notes
+            original,
+            spec_of(original),
+            outputs,
+            inputs,
+            rerun_state=state,
+            notes=notes,
+            rerun_facts=facts,
         ).to_dict()
     path = atomic_write(folder / "verdict.json", json.dumps(verdict, indent=2, sort_keys=True))
     verdict["file"] = str(path)
