@@ -92,12 +92,12 @@ def main() -> None:
 
     prepare_environment()
     ensure_database()
-    from twinprov.app import rerun
+    from twinprov.app import compare, rerun
     from twinprov.provenance.config import Settings
     from twinprov.provenance.ledger import Ledger
 
     compare_times: list[float] = []
-    real_compare = rerun.compare_run
+    real_compare = compare.compare_run
 
     def timed_compare(*args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
@@ -106,7 +106,7 @@ def main() -> None:
         finally:
             compare_times.append(time.perf_counter() - t0)
 
-    rerun.compare_run = timed_compare  # type: ignore[assignment]
+    compare.compare_run = timed_compare  # type: ignore[assignment]
 
     original = run_workflow(str(spec), {"size": ns.size})
     assert original.state == "success", original

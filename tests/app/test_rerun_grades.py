@@ -11,7 +11,8 @@ import pytest
 import xarray as xr
 
 from twinprov.app import rerun
-from twinprov.app.rerun import RecordedOutput, RecordedRun, compare_run, grade_numeric
+from twinprov.app.compare import compare_run, grade_numeric
+from twinprov.app.rerun import RecordedOutput, RecordedRun
 from twinprov.provenance.env_facts import comparable_facts
 from twinprov.provenance.hashing import sha256_file
 from twinprov.provenance.spec import parse_spec

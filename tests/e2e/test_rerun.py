@@ -241,7 +241,7 @@ def test_altered_spec_in_a_crate_is_refused(
 
 
 def test_tolerance_comparison_on_real_netcdf(tmp_path: Path) -> None:
-    from twinprov.app.rerun import _numeric_equal
+    from twinprov.app.compare import _numeric_equal
 
     a, b, c = tmp_path / "a.nc", tmp_path / "b.nc", tmp_path / "c.nc"
     values = np.arange(12.0).reshape(3, 4)

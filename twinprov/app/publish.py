@@ -209,13 +209,8 @@ def _verdict_stage(
     """Compare a rerun's outputs with the original's (read from its crate); write verdict.json."""
     import json
 
-    from twinprov.app.rerun import (
-        RerunRefused,
-        compare_run,
-        resolve_original,
-        spec_of,
-        workflow_of,
-    )
+    from twinprov.app.compare import compare_run
+    from twinprov.app.rerun import RerunRefused, resolve_original, spec_of, workflow_of
     from twinprov.provenance.env_facts import comparable_facts
 
     ref = str(rec.info["params"][RERUN_PARAM])
