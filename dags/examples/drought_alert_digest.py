@@ -27,7 +27,7 @@ REGION_SUMMARY = Asset(uri="twinprov://drought_early_warning/classify_hazard/sum
     description="Alert digest of each new drought region summary (a hand-written example DAG).",
 )
 def drought_alert_digest() -> None:
-    @task(outlets=[Asset(name="drought_alert_digest", uri=DIGEST.as_uri())])
+    @task(outlets=[Asset(uri=DIGEST.as_uri())])
     def write_digest(triggering_asset_events: Any = None) -> None:
         import csv
 

@@ -19,8 +19,8 @@ from airflow.sdk import Asset, AssetAlias, dag, task
 
 HOME = Path(os.environ.get("TWINPROV_HOME", ".twinprov")).expanduser().resolve()
 DATA = HOME / "data" / "examples"
-DEPTHS = Asset(name="snow_depths", uri=(DATA / "snow_depths.csv").as_uri())
-SUMMARY = Asset(name="snow_summary", uri=(DATA / "snow_summary.json").as_uri())
+DEPTHS = Asset(uri=(DATA / "snow_depths.csv").as_uri())
+SUMMARY = Asset(uri=(DATA / "snow_summary.json").as_uri())
 REPORTS = AssetAlias(name="snow_reports")
 """Files named only at run time (one report per station) are added to this alias."""
 

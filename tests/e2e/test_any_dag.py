@@ -68,18 +68,18 @@ def test_example_dag_gets_prov_graph_and_crate(example_run: tuple[str, str]) -> 
     # show: like a spec run, with the outlets hashed
     summary = run_summary(settings, rec)
     outs = {o["name"]: o for s in summary["steps"] for o in s["outputs"]}
-    assert sorted(outs) == ["report_Davos.txt", "snow_depths", "snow_summary"]  # alias too
+    assert sorted(outs) == ["report_Davos.txt", "snow_depths.csv", "snow_summary.json"]  # alias too
     for o in outs.values():
         data = Path(o["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == o["sha256"] and len(data) == o["size"]
-    assert json.loads(Path(outs["snow_summary"]["path"]).read_text())["station"] == "Davos"
+    assert json.loads(Path(outs["snow_summary.json"]["path"]).read_text())["station"] == "Davos"
     # PROV: operators, the DAG file used by the run, outputs content-addressed
     doc = ProvDocument.deserialize(source=rec.publication["files"]["prov.json"], format="json")
     provn = doc.get_provn()
     assert 'twinprov:operator="BashOperator"' in provn
     assert f'twinprov:dagFileSha256="{rec.info["dag_file_sha256"]}"' in provn
     assert '\\"extra\\": {\\"days\\": 4}' in provn  # the asset event's extra
-    depths = outs["snow_depths"]["sha256"]
+    depths = outs["snow_depths.csv"]["sha256"]
     rows = _select(f"""
         PREFIX prov: <http://www.w3.org/ns/prov#>
         PREFIX tp: <urn:twinprov:vocab#>
