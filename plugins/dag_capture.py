@@ -32,6 +32,7 @@ from typing import Any
 
 from twinprov.provenance.assets import AssetRef, asset_entries, asset_label
 from twinprov.provenance.config import CAPTURE_TAG, Settings, setting
+from twinprov.provenance.spec import PUBLISH_TASK_ID
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,23 @@ MAX_TASKS_LISTED = 1000
 _file_digests: dict[tuple[str, int, int], str] = {}
 
 
+def _spec_dag(dag: Any) -> bool:
+    """A DAG made by twinprov's factories: it ends in their publish task. Its tasks are recorded
+    by the task processes that run them (which know their role); a copy of such a task without
+    it (the scheduler's serialized one, failing a killed try) is not a hand-written task."""
+    task_ids = getattr(dag, "task_ids", None) or ()
+    return PUBLISH_TASK_ID in task_ids
+
+
 def may_capture(task: Any) -> bool:
     """A quick first look, before any setting is parsed: a spec task, a DAG tagged
     ``twinprov``, or ``capture = all``. Other tasks cost the listener nothing more."""
     if getattr(task, "twinprov_role", None) is not None:
         return True
-    tags = getattr(getattr(task, "dag", None), "tags", None) or ()
+    dag = getattr(task, "dag", None)
+    if _spec_dag(dag):
+        return False
+    tags = getattr(dag, "tags", None) or ()
     return CAPTURE_TAG in tags or (setting("capture") or "").lower() == "all"
 
 
@@ -57,6 +69,8 @@ def captured(task: Any, settings: Settings) -> bool:
     if settings.capture == "specs":
         return False
     dag = getattr(task, "dag", None)
+    if _spec_dag(dag):
+        return False
     return settings.captures(getattr(dag, "tags", None) or ())
 
 
