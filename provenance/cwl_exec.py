@@ -1,0 +1,48 @@
+"""Runs one CWL process with the reference implementation, ``cwltool``, used as a library.
+
+Runs under the interpreter that has cwltool (see :func:`twinprov.provenance.cwl_doc.cwl_python`;
+cwltool pins an old ``prov`` that twinprov cannot share), inside the step wrapper, so the task's
+log ends with the step manifest like any other step. Standard library + cwltool only.
+
+Usage::
+
+    python cwl_exec.py --output FILE -- [CWLTOOL OPTIONS] DOCUMENT JOB
+
+Everything after ``--`` goes to ``cwltool.main.main`` (``--outdir``, ``--single-step STEP``…):
+cwltool builds the command line, stages the inputs, runs the tool, evaluates expressions with
+Node.js and collects the outputs. The output object it prints is written to ``FILE`` (and the
+log keeps cwltool's messages). The exit code is cwltool's (33: unsupported requirement).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 3 or args[0] != "--output" or args[2] != "--":
+        print("usage: cwl_exec.py --output FILE -- [CWLTOOL OPTIONS] DOCUMENT JOB", file=sys.stderr)
+        return 2
+    output, cwltool_args = args[1], args[3:]
+    from cwltool.main import main as cwltool_main
+
+    buf = io.StringIO()
+    code = int(cwltool_main(argsl=cwltool_args, stdout=buf) or 0)
+    text = buf.getvalue().strip()
+    if text:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            print(text)
+            obj = None
+        if obj is not None:
+            with open(output, "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2, sort_keys=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
