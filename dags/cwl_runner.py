@@ -66,6 +66,14 @@ def _relisted(value: Any, old: Path, new: Path) -> Any:
     return out
 
 
+def _local(ref: str) -> str:
+    """A path from a path or a ``file://`` URI (cwltest passes URIs)."""
+    if ref.startswith("file://"):
+        parsed = urlparse(ref)
+        return unquote(parsed.path) + (f"#{parsed.fragment}" if parsed.fragment else "")
+    return ref
+
+
 def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict[str, Any] | None]:
     """Run ``document`` with the job through Airflow; (exit code, output object or None).
 
@@ -73,6 +81,8 @@ def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict
     """
     from twinprov.provenance.cwl_doc import load_cwl, load_job, workflow_outputs
 
+    document = _local(document)
+    job_path = _local(job_path) if job_path else None
     doc_path = str(Path(document.split("#", 1)[0]).resolve()) + (
         "#" + document.split("#", 1)[1] if "#" in document else ""
     )

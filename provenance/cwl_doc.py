@@ -20,6 +20,7 @@ __all__ = [
     "load_cwl",
     "load_job",
     "step_job",
+    "step_sources",
     "workflow_outputs",
 ]
 
@@ -344,6 +345,19 @@ def step_job(
         if value is not None:
             out[_short(str(port.id))] = value
     return out
+
+
+def step_sources(doc: CwlDocument, step_id: str) -> list[tuple[str, str]]:
+    """(in port, source) pairs of a workflow step, sources relative to the workflow
+    (``input`` or ``step/output``); none for a tool document."""
+    if not doc.is_workflow:
+        return []
+    raw = next(s for s in doc.obj.steps if _safe_id(_frag(str(s.id), doc.id)) == step_id)
+    return [
+        (_short(str(port.id)), _frag(str(src), doc.id))
+        for port in raw.in_ or []
+        for src in _as_list(port.source)
+    ]
 
 
 def workflow_outputs(

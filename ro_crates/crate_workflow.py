@@ -36,6 +36,8 @@ from twinprov.ro_crates.images import parse_image
 from twinprov.ro_crates.model import StepSpec, TaskTry
 
 
+CWL_LANGUAGE = "https://w3id.org/workflowhub/workflow-ro-crate#cwl"
+
 class WorkflowDescription(CrateGraph):
     """The workflow side of the crate: what was meant to run, and the files it touched."""
 
@@ -121,16 +123,30 @@ class WorkflowDescription(CrateGraph):
         return ident
 
     def add_workflow(self, license_id: str, authors: list[str]) -> str:
-        lang = "#twinprov-workflow-spec"
-        self.add(
-            lang,
-            "ComputerLanguage",
-            {
-                "name": "twinprov workflow spec",
-                "alternateName": "twinprov YAML",
-                "description": "YAML workflow description run by twinprov on Apache Airflow.",
-            },
-        )
+        if self.wf.language == "cwl":  # as Workflow RO-Crate names it
+            lang = CWL_LANGUAGE
+            self.add(
+                lang,
+                "ComputerLanguage",
+                {
+                    "name": "Common Workflow Language",
+                    "alternateName": "CWL",
+                    "identifier": ref(f"https://w3id.org/cwl/{self.wf.version}/"),
+                    "url": ref("https://www.commonwl.org/"),
+                    "version": self.wf.version.lstrip("v"),
+                },
+            )
+        else:
+            lang = "#twinprov-workflow-spec"
+            self.add(
+                lang,
+                "ComputerLanguage",
+                {
+                    "name": "twinprov workflow spec",
+                    "alternateName": "twinprov YAML",
+                    "description": "YAML workflow description run by twinprov on Apache Airflow.",
+                },
+            )
         for s in self.wf.sources:
             self.add_file(
                 self.root / "workflow" / s.rel_path,
@@ -162,7 +178,9 @@ class WorkflowDescription(CrateGraph):
                 "author": refs(authors),
                 "creator": refs(authors),
                 "programmingLanguage": ref(lang),
-                "encodingFormat": "application/yaml",
+                "encodingFormat": "application/x-cwl"
+                if self.wf.language == "cwl"
+                else "application/yaml",
                 "sha256": self.wf.spec_sha256,
                 "contentSize": str(size),
                 "input": refs(wf_param(p.name) for p in self.wf.params),

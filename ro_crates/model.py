@@ -139,6 +139,8 @@ class WorkflowInfo:
     params: tuple[ParamSpec, ...] = ()
     sources: tuple[SourceFile, ...] = ()
     """Step programs the commands reference, to ship beside the spec."""
+    language: str = "twinprov"
+    """``twinprov`` (a YAML spec) or ``cwl`` (a CWL document; ``version`` is its cwlVersion)."""
 
     def step(self, step_id: str) -> StepSpec | None:
         """The step with this id, or ``None``."""
