@@ -10,6 +10,7 @@ the manifest — CWL outputs are only known once cwltool has collected them (glo
 from __future__ import annotations
 
 import json
+from collections import deque
 import os
 import subprocess
 import sys
@@ -131,6 +132,7 @@ class CwlStepOperator(BaseOperator):
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
         )
         manifest: dict[str, Any] | None = None
+        tail: deque[str] = deque(maxlen=15)
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip("\n")
@@ -138,6 +140,7 @@ class CwlStepOperator(BaseOperator):
             if found is not None:
                 manifest = found
             else:
+                tail.append(line)
                 self.log.info("%s", line)
         rc = proc.wait()
         result: dict[str, Any] = {}
@@ -155,7 +158,10 @@ class CwlStepOperator(BaseOperator):
         if manifest is None:
             raise AirflowException(f"step {step.id}: no manifest (wrapper ended with code {rc})")
         if rc != 0:
-            raise AirflowException(f"CWL step {step.id} failed: cwltool exit code {code}")
+            last = "\n".join(tail)
+            raise AirflowException(
+                f"CWL step {step.id} failed: cwltool exit code {code}; its last messages:\n{last}"
+            )
         return {"outputs": {o["name"]: o.get("sha256") for o in manifest["outputs"]}}
 
     def on_kill(self) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from twinprov.provenance.config import setting
-from twinprov.provenance.errors import SpecError, TwinprovError
+from twinprov.provenance.errors import CwlError, TwinprovError
 
 OUTPUT_FILE = ".twinprov-cwl-output.json"
 """Beside a step's outputs: the CWL output object cwltool printed for it."""
@@ -148,14 +148,14 @@ def _load_uri(uri: str) -> Any:
     try:
         return load_document_by_uri(uri)
     except Exception as e:
-        raise SpecError(f"{uri}: not a valid CWL document: {e}") from e
+        raise CwlError(f"{uri}: not a valid CWL document: {e}") from e
 
 
 def load_cwl(path: str | Path) -> CwlDocument:
     """Parse a CWL document (``path`` may name a ``$graph`` entry as ``file.cwl#id``).
 
     Raises:
-        SpecError: the document cannot be read or is not valid CWL (the message names the file
+        CwlError: the document cannot be read or is not valid CWL (the message names the file
             and, where cwl-utils reports it, the line).
     """
     text = str(path)
@@ -164,13 +164,13 @@ def load_cwl(path: str | Path) -> CwlDocument:
         text, fragment = text.split("#", 1)
     p = Path(text).resolve()
     if not p.is_file():
-        raise SpecError(f"{p}: no such CWL document")
+        raise CwlError(f"{p}: no such CWL document")
     loaded = _load_uri(p.as_uri())
     if isinstance(loaded, list):  # a $graph: #main unless another entry is named
         want = fragment or "main"
         match = [o for o in loaded if _short(str(o.id)) == want]
         if not match:
-            raise SpecError(f"{p}: $graph has no process '#{want}'")
+            raise CwlError(f"{p}: $graph has no process '#{want}'")
         loaded = match[0]
     kind = type(loaded).__name__
     uri = str(loaded.id)
@@ -279,9 +279,9 @@ def load_job(path: str | Path | None) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise SpecError(f"{p}: cannot read the CWL job: {e}") from e
+        raise CwlError(f"{p}: cannot read the CWL job: {e}") from e
     if not isinstance(data, dict):
-        raise SpecError(f"{p}: a CWL job is a mapping of input names to values")
+        raise CwlError(f"{p}: a CWL job is a mapping of input names to values")
     return dict(absolutize(data, p.parent))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from twinprov.provenance.cwl_doc import load_cwl
-from twinprov.provenance.errors import SpecError
+from twinprov.provenance.errors import CwlError
 from twinprov.provenance.hashing import sha256_file
 from twinprov.ro_crates.errors import CrateInputError, SpecChangedError
 from twinprov.ro_crates.model import ParamSpec, SourceFile, StepInput, StepSpec, WorkflowInfo
@@ -58,7 +58,7 @@ def cwl_workflow_info(cwl_path: str, recorded_sha256: str | None = None) -> Work
         raise SpecChangedError(str(path), recorded_sha256, current)
     try:
         doc = load_cwl(cwl_path)
-    except SpecError as e:
+    except CwlError as e:
         raise CrateInputError(str(e)) from e
     root = path.resolve().parent
     inputs = {i.name for i in doc.inputs}
