@@ -24,6 +24,7 @@ __all__ = [
     "workflow_outputs",
 ]
 
+import functools
 import hashlib
 import json
 import os
@@ -143,12 +144,41 @@ def _image(process: Any) -> str | None:
 
 
 def _load_uri(uri: str) -> Any:
+    """The document at ``uri``; a ``$graph`` comes back whole, as a list of its processes.
+    Parsed once per version of the file (cached on its modification time and size)."""
+    try:
+        st = Path(unquote(urlparse(uri).path)).stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = (0, 0)
+    return _load_cached(uri, stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(uri: str, _stamp: tuple[int, int]) -> Any:
     from cwl_utils.parser import load_document_by_uri
 
     try:
-        return load_document_by_uri(uri)
+        return load_document_by_uri(uri, load_all=True)
     except Exception as e:
         raise CwlError(f"{uri}: not a valid CWL document: {e}") from e
+
+
+def _load_run(run: str, graph: list[Any]) -> Any:
+    """The process a step's ``run`` names: an entry of this document's ``$graph``, or another
+    document (a ``$graph`` entry of it when the reference has a fragment)."""
+    for o in graph:
+        if str(o.id) == run:
+            return o
+    base, _, frag = run.partition("#")
+    loaded = _load_uri(base)
+    if not isinstance(loaded, list):
+        return loaded
+    want = _short(frag or "main")
+    match = [o for o in loaded if _short(str(o.id)) == want]
+    if not match:
+        raise CwlError(f"{base}: $graph has no process '#{want}'")
+    return match[0]
 
 
 def load_cwl(path: str | Path) -> CwlDocument:
@@ -166,6 +196,7 @@ def load_cwl(path: str | Path) -> CwlDocument:
     if not p.is_file():
         raise CwlError(f"{p}: no such CWL document")
     loaded = _load_uri(p.as_uri())
+    graph = loaded if isinstance(loaded, list) else [loaded]
     if isinstance(loaded, list):  # a $graph: #main unless another entry is named
         want = fragment or "main"
         match = [o for o in loaded if _short(str(o.id)) == want]
@@ -195,10 +226,7 @@ def load_cwl(path: str | Path) -> CwlDocument:
                         upstream.append(rel.split("/")[0])
             run = s.run
             if isinstance(run, str):
-                process = _load_uri(run)
-                if isinstance(process, list):
-                    want = run.split("#", 1)[1] if "#" in run else "main"
-                    process = next(o for o in process if _short(str(o.id)) == _short(want))
+                process = _load_run(run, graph)
                 run_ref = run
             else:
                 process, run_ref = run, f"{uri}/{sid}"
