@@ -55,10 +55,12 @@ def step_outputs(workspace: Path, doc: CwlDocument) -> dict[str, Any]:
     return out
 
 
-def no_container() -> bool:
-    """Setting ``cwl_no_container`` (default true: the embedded default has no container
-    engine): run a tool with a DockerRequirement directly on the host, and say so."""
-    return (setting("cwl_no_container") or "true").lower() in ("1", "true", "yes", "on")
+def docker_on_host() -> bool:
+    """Setting ``cwl_docker_on_host`` (default true: the local backend has no container engine):
+    a tool whose ``DockerRequirement`` is a requirement runs on the host, and its provenance says
+    ``container: none``; false: such a tool is refused as unsupported (exit code 33). Hints
+    never stop a tool."""
+    return (setting("cwl_docker_on_host") or "true").lower() in ("1", "true", "yes", "on")
 
 
 class CwlStepOperator(BaseOperator):
@@ -88,7 +90,8 @@ class CwlStepOperator(BaseOperator):
                 "process": step.run,
                 "class": step.kind,
                 "cwlVersion": doc.cwl_version,
-                "container": "none" if (step.image and no_container()) else step.image,
+                "container": "none" if step.image else None,
+                "docker_on_host": docker_on_host() if step.image else None,
             },
         }
 
@@ -102,9 +105,8 @@ class CwlStepOperator(BaseOperator):
         outdir.mkdir(parents=True, exist_ok=True)
         job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
         job = {k: v for k, v in job.items() if v is not None}
-        args = ["--outdir", str(outdir), "--quiet"]
-        if no_container():
-            args.append("--no-container")
+        # the local backend runs no containers: a DockerRequirement is honoured on a pod backend
+        args = ["--outdir", str(outdir), "--quiet", "--no-container"]
         if doc.is_workflow:
             job = step_job(doc, step.id, job, step_outputs(ws, doc))
             raw = next(s for s in doc.obj.steps if str(s.id).endswith("/" + step.id)
@@ -124,6 +126,7 @@ class CwlStepOperator(BaseOperator):
         ]
         env = base_environment(os.environ, settings.step_env_passthrough)
         env[stepwrap.PARENT_ENV] = str(os.getpid())
+        env[cwl_exec.DOCKER_ON_HOST_ENV] = "1" if docker_on_host() else "0"
         plan = {"step": step.id, "inputs": [], "outputs": []}
         cmd = [sys.executable, stepwrap.__file__, "--workspace", str(ws), "--plan",
                json.dumps(plan), "--", *argv]

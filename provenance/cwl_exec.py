@@ -18,7 +18,33 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
+
+DOCKER_ON_HOST_ENV = "TWINPROV_CWL_DOCKER_ON_HOST"
+"""Set to 1 (setting ``cwl_docker_on_host``): a tool whose DockerRequirement is a requirement
+runs on the host, as if it were a hint; it is said on stderr and recorded by the operator."""
+
+
+def _docker_requirement_as_hint() -> None:
+    from cwltool.command_line_tool import CommandLineTool
+
+    original = CommandLineTool.make_job_runner
+
+    def make_job_runner(self, runtimeContext):  # type: ignore[no-untyped-def]
+        docker = [r for r in self.requirements if r.get("class") == "DockerRequirement"]
+        if docker and not runtimeContext.use_container:
+            self.requirements = [r for r in self.requirements if r not in docker]
+            self.hints = [*self.hints, *docker]
+            print(
+                f"twinprov: {self.tool.get('id')}: DockerRequirement "
+                f"({docker[0].get('dockerPull') or docker[0]}) not honoured, the tool runs on "
+                "the host (setting cwl_docker_on_host)",
+                file=sys.stderr,
+            )
+        return original(self, runtimeContext)
+
+    CommandLineTool.make_job_runner = make_job_runner  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     output, cwltool_args = args[1], args[3:]
     from cwltool.main import main as cwltool_main
+
+    if os.environ.get(DOCKER_ON_HOST_ENV) == "1":
+        _docker_requirement_as_hint()
 
     buf = io.StringIO()
     code = int(cwltool_main(argsl=cwltool_args, stdout=buf) or 0)

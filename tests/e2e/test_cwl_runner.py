@@ -61,7 +61,7 @@ def test_cwl_workflow_runs_with_provenance(tmp_path: Path) -> None:
     assert graph[main["programmingLanguage"]["@id"]]["alternateName"] == "CWL"
 
 
-SUBSET = ["cl_basic_generation", "wf_simple", "any_output", "stdinout_redirect"]
+SUBSET = ["nested_prefixes_arrays", "wf_simple", "any_output", "stdinout_redirect"]
 
 
 @pytest.mark.skipif(
@@ -69,7 +69,8 @@ SUBSET = ["cl_basic_generation", "wf_simple", "any_output", "stdinout_redirect"]
     reason="the CWL v1.2 conformance tests are not here (CWL_TESTS)",
 )
 def test_conformance_subset(tmp_path: Path) -> None:
-    """A few `required` conformance tests through cwltest (< 2 min; all: make conformance)."""
+    """A few `required` conformance tests through cwltest (< 2 min; all: make conformance).
+    (Not the suite's first test: cwltest 2.7 cannot select test 0 by name.)"""
     cwltest = str(Path(sys.executable).with_name("cwltest"))
     proc = _run(
         [cwltest, "--test", str(CONFORMANCE / "conformance_tests.yaml"), "--tool", TWINPROV,
