@@ -31,13 +31,14 @@ def main() -> None:
         from twinprov.dags.runner import ensure_database, prepare_environment, run_workflow
         from twinprov.provenance.config import Settings
     except ImportError:  # before the one namespace
-        from provenance.config import Settings  # type: ignore[no-redef]
         from provenance.publish import publish_run  # type: ignore[no-redef]
         from twinprov_dags.runner import (  # type: ignore[no-redef]
             ensure_database,
             prepare_environment,
             run_workflow,
         )
+
+        from provenance.config import Settings  # type: ignore[no-redef]
     prepare_environment()
     ensure_database()
     outcome = run_workflow("drought_early_warning", {})

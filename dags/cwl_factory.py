@@ -90,7 +90,8 @@ def build_cwl_dag(path: str | Path, params: bool = True) -> DAG:
         for s in doc.steps:
             tasks[s.id] = CwlStepOperator(
                 task_id=s.id,
-                cwl_path=str(doc.path) + (("#" + doc.uri.split("#", 1)[1]) if "#" in doc.uri else ""),
+                cwl_path=str(doc.path)
+                + (("#" + doc.uri.split("#", 1)[1]) if "#" in doc.uri else ""),
                 step_id=s.id,
                 doc_md=s.doc or None,
             )

@@ -10,10 +10,10 @@ the manifest — CWL outputs are only known once cwltool has collected them (glo
 from __future__ import annotations
 
 import json
-from collections import deque
 import os
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +109,11 @@ class CwlStepOperator(BaseOperator):
         args = ["--outdir", str(outdir), "--quiet", "--no-container"]
         if doc.is_workflow:
             job = step_job(doc, step.id, job, step_outputs(ws, doc))
-            raw = next(s for s in doc.obj.steps if str(s.id).endswith("/" + step.id)
-                       or str(s.id).endswith("#" + step.id))
+            raw = next(
+                s
+                for s in doc.obj.steps
+                if str(s.id).endswith("/" + step.id) or str(s.id).endswith("#" + step.id)
+            )
             args += ["--single-step", str(raw.id).split("#", 1)[1].split("/")[-1]]
         job_file = outdir / ".twinprov-cwl-job.json"
         job_file.write_text(json.dumps(job, indent=2, sort_keys=True), encoding="utf-8")
@@ -128,8 +131,16 @@ class CwlStepOperator(BaseOperator):
         env[stepwrap.PARENT_ENV] = str(os.getpid())
         env[cwl_exec.DOCKER_ON_HOST_ENV] = "1" if docker_on_host() else "0"
         plan = {"step": step.id, "inputs": [], "outputs": []}
-        cmd = [sys.executable, stepwrap.__file__, "--workspace", str(ws), "--plan",
-               json.dumps(plan), "--", *argv]
+        cmd = [
+            sys.executable,
+            stepwrap.__file__,
+            "--workspace",
+            str(ws),
+            "--plan",
+            json.dumps(plan),
+            "--",
+            *argv,
+        ]
         self.log.info("CWL step %s (%s) in %s", step.id, step.kind, outdir)
         self._proc = proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1

@@ -291,8 +291,10 @@ def absolutize(value: Any, base: Path) -> Any:
         for key in ("location", "path"):
             loc = out.get(key)
             if isinstance(loc, str) and "://" not in loc and not loc.startswith("_:"):
-                out[key] = str((base / loc).resolve()) if key == "path" else (
-                    (base / loc).resolve().as_uri()
+                out[key] = (
+                    str((base / loc).resolve())
+                    if key == "path"
+                    else ((base / loc).resolve().as_uri())
                 )
     return out
 
@@ -401,9 +403,7 @@ def workflow_outputs(
         many = isinstance(o.outputSource, list | tuple) and (
             len(sources) > 1 or o.linkMerge is not None
         )
-        result[_short(str(o.id))] = _merge(
-            values, o.linkMerge, getattr(o, "pickValue", None), many
-        )
+        result[_short(str(o.id))] = _merge(values, o.linkMerge, getattr(o, "pickValue", None), many)
     return result
 
 
@@ -443,7 +443,9 @@ def directory_digest(path: Path) -> tuple[str, int, int]:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest(), total, len(lines)
 
 
-def describe_values(values: Mapping[str, Any], workspace: Path | None = None) -> list[dict[str, Any]]:
+def describe_values(
+    values: Mapping[str, Any], workspace: Path | None = None
+) -> list[dict[str, Any]]:
     """Every File and Directory in a CWL object as a manifest record (name, path, sha256, size,
     media type); a Directory is hashed as the manifest of its files."""
     out: list[dict[str, Any]] = []
@@ -477,7 +479,10 @@ def describe_values(values: Mapping[str, Any], workspace: Path | None = None) ->
             else:
                 digest, size, count = directory_digest(p)
                 rec.update(
-                    sha256=digest, size=size, exists=True, files=count,
+                    sha256=digest,
+                    size=size,
+                    exists=True,
+                    files=count,
                     media_type="inode/directory",
                 )
         else:

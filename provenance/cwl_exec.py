@@ -44,7 +44,7 @@ def _docker_requirement_as_hint() -> None:
             )
         return original(self, runtimeContext)
 
-    CommandLineTool.make_job_runner = make_job_runner  # type: ignore[method-assign]
+    CommandLineTool.make_job_runner = make_job_runner
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,6 @@ from twinprov.ro_crates.crate_terms import (
 from twinprov.ro_crates.images import parse_image
 from twinprov.ro_crates.model import StepSpec, TaskTry
 
-
 CWL_LANGUAGE = "https://w3id.org/workflowhub/workflow-ro-crate#cwl"
 
 class WorkflowDescription(CrateGraph):

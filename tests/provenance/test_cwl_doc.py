@@ -53,8 +53,10 @@ def test_directory_is_hashed_as_the_manifest_of_its_files(tmp_path: Path) -> Non
     expected = hashlib.sha256(f"{a}  a.txt\n{b}  sub/b.txt".encode()).hexdigest()
     assert directory_digest(d) == (expected, 3, 2)
     recs = describe_values(
-        {"out": {"class": "Directory", "path": str(d)},
-         "files": [{"class": "File", "location": (d / "a.txt").as_uri()}]},
+        {
+            "out": {"class": "Directory", "path": str(d)},
+            "files": [{"class": "File", "location": (d / "a.txt").as_uri()}],
+        },
         tmp_path,
     )
     assert [(r["name"], r["path"], r["sha256"]) for r in recs] == [
