@@ -74,6 +74,21 @@ def _local(ref: str) -> str:
     return ref
 
 
+def _ensure_database_once() -> None:
+    """Migrate Airflow's metadata DB under a file lock: a test harness starts several runners
+    at once on a fresh home, and two migrations of one SQLite file would collide."""
+    import fcntl
+
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".twinprov-migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            ensure_database()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict[str, Any] | None]:
     """Run ``document`` with the job through Airflow; (exit code, output object or None).
 
@@ -88,7 +103,7 @@ def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict
     )
     prepare_environment()
     os.environ["TWINPROV_CWL_DOCUMENT"] = doc_path
-    ensure_database()
+    _ensure_database_once()
     from twinprov.dags.cwl_factory import build_cwl_dag
     from twinprov.dags.cwl_operator import STATUS_FILE, cwl_step_dir, step_outputs
     from twinprov.provenance.config import Settings

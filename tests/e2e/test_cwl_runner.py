@@ -97,3 +97,59 @@ def test_conformance_subset(tmp_path: Path) -> None:
     assert "All tests passed" in proc.stdout + proc.stderr or proc.returncode == 0, (
         proc.stdout[-3000:] + proc.stderr[-3000:]
     )
+
+
+PACKAGE = REPO / "dags" / "workflows" / "drought_hazard_package.cwl"
+
+
+def _stac_catalog(root: Path) -> Path:
+    """A small STAC catalog like the drought demo's: one hazard item, one other."""
+    cat = root / "stac"
+    for item_id in ("run1__hazard_map", "run1__spi"):
+        d = cat / item_id
+        d.mkdir(parents=True)
+        (d / "data.nc").write_bytes(item_id.encode())
+        item = {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": item_id,
+            "geometry": None,
+            "bbox": None,
+            "properties": {"datetime": "2026-01-01T00:00:00Z"},
+            "assets": {"data": {"href": "./data.nc", "type": "application/netcdf"}},
+            "links": [],
+        }
+        (d / f"{item_id}.json").write_text(json.dumps(item))
+    (cat / "catalog.json").write_text(
+        json.dumps({"type": "Catalog", "id": "c", "description": "d", "links": []})
+    )
+    return cat
+
+
+def test_application_package_answers_the_same_questions(tmp_path: Path) -> None:
+    """The OGC application package: STAC Directory in, STAC Directory out; its run is in the
+    graph like a spec run ("which runs used this file?")."""
+    home, out = tmp_path / "home", tmp_path / "out"
+    job = tmp_path / "job.yml"
+    job.write_text(f"stac_catalog: {{class: Directory, path: {_stac_catalog(tmp_path)}}}\n")
+    proc = _run(
+        [TWINPROV, "cwl-runner", "--outdir", str(out), str(PACKAGE), str(job)], home, tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)["hazard_catalog"]
+    catalog = json.loads((out / "hazard-catalog" / "catalog.json").read_text())
+    assert result["class"] == "Directory" and catalog["description"] == "1 drought-hazard item(s)"
+    show = json.loads(_run([TWINPROV, "show", "latest", "--json"], home, tmp_path).stdout)
+    select = next(s for s in show["steps"] if s["task_id"] == "select")
+    (items,) = select["outputs"]
+    query = (
+        "PREFIX prov: <http://www.w3.org/ns/prov#> PREFIX tp: <urn:twinprov:vocab#> "
+        "SELECT ?step WHERE { ?t prov:used <urn:twinprov:data/sha256-"
+        + items["sha256"]
+        + "> ; tp:taskId ?step }"
+    )
+    answer = _run([TWINPROV, "query", query, "--format", "json"], home, tmp_path)
+    steps = {b["step"]["value"] for b in json.loads(answer.stdout)["results"]["bindings"]}
+    assert steps == {"publish"}
+    check = _run([TWINPROV, "crate", "latest", "--check"], home, tmp_path)
+    assert check.returncode == 0 and "0 REQUIRED" in check.stderr, check.stderr
