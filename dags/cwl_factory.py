@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param
 
-from twinprov.dags.cwl_operator import CwlStepOperator
+from twinprov.dags.cwl_operator import INPUTS_TASK, CwlStepOperator
 from twinprov.dags.operators import PublishOperator
 from twinprov.provenance.cwl_doc import CwlDocument, job_beside, load_cwl, load_job
 from twinprov.provenance.errors import TwinprovError
@@ -86,16 +86,27 @@ def build_cwl_dag(path: str | Path, params: bool = True) -> DAG:
     )
     dag.fileloc = str(DAG_FILE)
     tasks: dict[str, CwlStepOperator] = {}
+    cwl_path = str(doc.path) + (("#" + doc.uri.split("#", 1)[1]) if "#" in doc.uri else "")
     with dag:
+        inputs = None
+        if doc.is_workflow:
+            inputs = CwlStepOperator(
+                task_id=INPUTS_TASK,
+                cwl_path=cwl_path,
+                step_id=INPUTS_TASK,
+                doc_md="The workflow's input object as cwltool prepares it (defaults, "
+                "secondaryFiles, formats); its files are the run's inputs.",
+            )
         for s in doc.steps:
             tasks[s.id] = CwlStepOperator(
                 task_id=s.id,
-                cwl_path=str(doc.path)
-                + (("#" + doc.uri.split("#", 1)[1]) if "#" in doc.uri else ""),
+                cwl_path=cwl_path,
                 step_id=s.id,
                 doc_md=s.doc or None,
             )
         for s in doc.steps:
+            if inputs is not None:
+                inputs >> tasks[s.id]
             for up in s.upstream:
                 if up in tasks:
                     tasks[up] >> tasks[s.id]
@@ -103,7 +114,7 @@ def build_cwl_dag(path: str | Path, params: bool = True) -> DAG:
             task_id=PUBLISH_TASK_ID, trigger_rule="all_done", retries=2, workflow=doc.dag_id
         )
         publish.as_teardown()
-        list(tasks.values()) >> publish
+        [*([inputs] if inputs is not None else []), *tasks.values()] >> publish
     return dag
 
 

@@ -36,6 +36,9 @@ from twinprov.provenance.stepenv import base_environment
 from twinprov.provenance.workspace import workspace_dir
 
 STATUS_FILE = ".twinprov-cwl-status.json"
+INPUTS_TASK = "cwl_inputs"
+"""A workflow's first task: its input object as cwltool prepares it (defaults, secondaryFiles
+discovered from the input types, sizes, formats), hashed as the run's inputs."""
 UNSUPPORTED = 33
 """cwltool's (and cwltest's) exit code for an unsupported requirement or feature."""
 
@@ -46,12 +49,15 @@ def cwl_step_dir(workspace: Path, step_id: str) -> Path:
 
 
 def step_outputs(workspace: Path, doc: CwlDocument) -> dict[str, Any]:
-    """The output objects of the steps that have run, by step id."""
+    """The output objects of the steps that have run, by step id (and, under
+    :data:`INPUTS_TASK`, the workflow's prepared input object)."""
     out: dict[str, Any] = {}
-    for s in doc.steps:
-        f = cwl_step_dir(workspace, s.id) / OUTPUT_FILE
+    for s in [*doc.steps, INPUTS_TASK]:
+        if not isinstance(s, str):
+            s = s.id  # noqa: PLW2901
+        f = cwl_step_dir(workspace, s) / OUTPUT_FILE
         if f.is_file():
-            out[s.id] = json.loads(f.read_text(encoding="utf-8"))
+            out[s] = json.loads(f.read_text(encoding="utf-8"))
     return out
 
 
@@ -80,6 +86,8 @@ class CwlStepOperator(BaseOperator):
     @property
     def twinprov_static(self) -> dict[str, Any]:
         doc = load_cwl(self.cwl_path)
+        if self.step_id == INPUTS_TASK:
+            return {"target": "local", "environment": python_environment()}
         step = doc.step(self.step_id)
         return {
             "target": "local",
@@ -97,24 +105,35 @@ class CwlStepOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         doc = load_cwl(self.cwl_path)
-        step = doc.step(self.step_id)
         settings = Settings.load()
         ti = context["ti"]
         ws = workspace_dir(settings.runs_dir, ti.dag_id, ti.run_id)
-        outdir = cwl_step_dir(ws, step.id)
+        outdir = cwl_step_dir(ws, self.step_id)
         outdir.mkdir(parents=True, exist_ok=True)
         job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
-        job = {k: v for k, v in job.items() if v is not None}
+        # what the document's defaults say anyway stays out: cwltool applies them as written
+        # (a trigger form sends every field, and JSON turns 0.00001 into 1e-05)
+        defaults = {i.name: i.default for i in doc.inputs}
+        job = {k: v for k, v in job.items() if v is not None and defaults.get(k) != v}
         # the local backend runs no containers: a DockerRequirement is honoured on a pod backend
-        args = ["--outdir", str(outdir), "--quiet", "--no-container"]
-        if doc.is_workflow:
-            job = step_job(doc, step.id, job, step_outputs(ws, doc))
+        # (file names as CWL allows them: "#", spaces; nothing here goes through a shell)
+        args = ["--outdir", str(outdir), "--quiet", "--no-container", "--relax-path-checks"]
+        step_kind = "inputs"
+        if self.step_id == INPUTS_TASK:
+            args = ["--print-input-deps", "--relax-path-checks"]
+        elif doc.is_workflow:
+            step = doc.step(self.step_id)
+            step_kind = step.kind
+            done = step_outputs(ws, doc)
+            job = step_job(doc, step.id, done.get(INPUTS_TASK, job), done)
             raw = next(
                 s
                 for s in doc.obj.steps
                 if str(s.id).endswith("/" + step.id) or str(s.id).endswith("#" + step.id)
             )
             args += ["--single-step", str(raw.id).split("#", 1)[1].split("/")[-1]]
+        else:
+            step_kind = doc.step(self.step_id).kind
         job_file = outdir / ".twinprov-cwl-job.json"
         job_file.write_text(json.dumps(job, indent=2, sort_keys=True), encoding="utf-8")
         argv = [
@@ -130,7 +149,7 @@ class CwlStepOperator(BaseOperator):
         env = base_environment(os.environ, settings.step_env_passthrough)
         env[stepwrap.PARENT_ENV] = str(os.getpid())
         env[cwl_exec.DOCKER_ON_HOST_ENV] = "1" if docker_on_host() else "0"
-        plan = {"step": step.id, "inputs": [], "outputs": []}
+        plan = {"step": self.step_id, "inputs": [], "outputs": []}
         cmd = [
             sys.executable,
             stepwrap.__file__,
@@ -141,7 +160,7 @@ class CwlStepOperator(BaseOperator):
             "--",
             *argv,
         ]
-        self.log.info("CWL step %s (%s) in %s", step.id, step.kind, outdir)
+        self.log.info("CWL step %s (%s) in %s", self.step_id, step_kind, outdir)
         self._proc = proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
         )
@@ -162,19 +181,25 @@ class CwlStepOperator(BaseOperator):
         if out_file.is_file():
             result = json.loads(out_file.read_text(encoding="utf-8"))
         if manifest is not None:
-            manifest["inputs"] = describe_values(job, ws)
-            manifest["outputs"] = describe_values(result, ws)
+            if self.step_id == INPUTS_TASK:  # the workflow's inputs: used, not generated
+                manifest["inputs"], manifest["outputs"] = describe_values(result, ws), []
+            else:
+                manifest["inputs"] = describe_values(job, ws)
+                manifest["outputs"] = describe_values(result, ws)
             manifest["cwl_outputs"] = str(out_file)
             self.log.info("%s%s", stepwrap.MANIFEST_PREFIX, json.dumps(manifest, sort_keys=True))
         self.twinprov_manifest = manifest
         code = int(manifest.get("exit_code", rc)) if manifest else rc
         (outdir / STATUS_FILE).write_text(json.dumps({"exit_code": code}), encoding="utf-8")
         if manifest is None:
-            raise AirflowException(f"step {step.id}: no manifest (wrapper ended with code {rc})")
+            raise AirflowException(
+                f"step {self.step_id}: no manifest (wrapper ended with code {rc})"
+            )
         if rc != 0:
             last = "\n".join(tail)
             raise AirflowException(
-                f"CWL step {step.id} failed: cwltool exit code {code}; its last messages:\n{last}"
+                f"CWL step {self.step_id} failed: cwltool exit code {code}; "
+                f"its last messages:\n{last}"
             )
         return {"outputs": {o["name"]: o.get("sha256") for o in manifest["outputs"]}}
 

@@ -105,7 +105,7 @@ def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict
     os.environ["TWINPROV_CWL_DOCUMENT"] = doc_path
     _ensure_database_once()
     from twinprov.dags.cwl_factory import build_cwl_dag
-    from twinprov.dags.cwl_operator import STATUS_FILE, cwl_step_dir, step_outputs
+    from twinprov.dags.cwl_operator import INPUTS_TASK, STATUS_FILE, cwl_step_dir, step_outputs
     from twinprov.provenance.config import Settings
     from twinprov.provenance.workspace import workspace_dir
 
@@ -122,7 +122,8 @@ def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict
             codes.append(int(json.loads(status.read_text())["exit_code"]))
     if state != "success":
         return (33 if 33 in codes else 1), None
-    result = workflow_outputs(doc, job, step_outputs(ws, doc))
+    done = step_outputs(ws, doc)
+    result = workflow_outputs(doc, done.get(INPUTS_TASK, job), done)
     out = Path(outdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     return 0, _copy_out(result, out)

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
 from twinprov.provenance.config import setting
 from twinprov.provenance.errors import CwlError, TwinprovError
@@ -288,14 +288,13 @@ def absolutize(value: Any, base: Path) -> Any:
         return value
     out = {k: absolutize(v, base) for k, v in value.items()}
     if out.get("class") in ("File", "Directory"):
-        for key in ("location", "path"):
-            loc = out.get(key)
-            if isinstance(loc, str) and "://" not in loc and not loc.startswith("_:"):
-                out[key] = (
-                    str((base / loc).resolve())
-                    if key == "path"
-                    else ((base / loc).resolve().as_uri())
-                )
+        loc = out.get("location")
+        if isinstance(loc, str) and "://" not in loc and not loc.startswith("_:"):
+            # a location is a URI reference (percent-escaped), resolved against the job's URI
+            out["location"] = urljoin(base.resolve().as_uri() + "/", loc)
+        path = out.get("path")
+        if isinstance(path, str) and not os.path.isabs(path):
+            out["path"] = str((base / path).resolve())
     return out
 
 

@@ -53,7 +53,22 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: cwl_exec.py --output FILE -- [CWLTOOL OPTIONS] DOCUMENT JOB", file=sys.stderr)
         return 2
     output, cwltool_args = args[1], args[3:]
+    import cwltool.main
     from cwltool.main import main as cwltool_main
+
+    if "--print-input-deps" in cwltool_args:
+        # the input object as cwltool prepares it for a workflow (defaults, sizes, formats,
+        # secondaryFiles discovered from the input types), written instead of the dependencies
+        def keep_job(obj, *_args, **_kwargs):  # type: ignore[no-untyped-def]
+            obj = {k: v for k, v in obj.items() if k not in ("__id", "cwl:tool")}
+            with open(output, "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2, sort_keys=True)
+
+        cwltool.main.printdeps = keep_job
+        try:
+            return int(cwltool_main(argsl=cwltool_args, stdout=io.StringIO()) or 0)
+        except SystemExit as e:
+            return int(e.code or 0)
 
     if os.environ.get(DOCKER_ON_HOST_ENV) == "1":
         _docker_requirement_as_hint()

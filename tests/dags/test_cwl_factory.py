@@ -11,8 +11,8 @@ CATALOG = REPO / "tests" / "data" / "cwl" / "catalog.cwl"
 def test_one_task_per_step_then_publish() -> None:
     dag = build_cwl_dag(CATALOG)
     assert dag.dag_id == "cwl_catalog"
-    assert set(dag.task_ids) == {"make", "count", "publish_provenance"}
-    assert dag.get_task("count").upstream_task_ids == {"make"}
+    assert set(dag.task_ids) == {"cwl_inputs", "make", "count", "publish_provenance"}
+    assert dag.get_task("count").upstream_task_ids == {"cwl_inputs", "make"}
     assert "cwl" in dag.tags
     # the job file beside the document gives the trigger form's defaults
     assert dag.params["title"] == "tyrol" and dag.params["items"] == 4
