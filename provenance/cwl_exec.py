@@ -26,6 +26,27 @@ DOCKER_ON_HOST_ENV = "TWINPROV_CWL_DOCKER_ON_HOST"
 runs on the host, as if it were a hint; it is said on stderr and recorded by the operator."""
 
 
+def _single_step_inputs_optional() -> None:
+    """``--single-step`` makes each ``in`` port a workflow input of type ``Any``, which refuses
+    null: a port with only a ``valueFrom`` (no source, no default) could not be left out. Make
+    them ``[null, Any]``, so that a missing one is null, as inside the whole workflow."""
+    import cwltool.main
+    import cwltool.subgraph
+
+    original = cwltool.subgraph.get_step
+
+    def get_step(tool, step_id, loading_context):  # type: ignore[no-untyped-def]
+        extracted = original(tool, step_id, loading_context)
+        for inp in extracted["inputs"]:
+            if inp.get("type") == "Any":
+                inp["type"] = ["null", "Any"]
+        return extracted
+
+    cwltool.subgraph.get_step = get_step
+    if getattr(cwltool.main, "get_step", None) is original:
+        cwltool.main.get_step = get_step
+
+
 def _docker_requirement_as_hint() -> None:
     from cwltool.command_line_tool import CommandLineTool
 
@@ -72,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if os.environ.get(DOCKER_ON_HOST_ENV) == "1":
         _docker_requirement_as_hint()
+    _single_step_inputs_optional()
 
     buf = io.StringIO()
     code = int(cwltool_main(argsl=cwltool_args, stdout=buf) or 0)
