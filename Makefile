@@ -8,12 +8,20 @@ export TWINPROV_HOME ?= $(CURDIR)/.twinprov
 # docker-compose (checks docker-compose.yaml), PostgreSQL (the production-stack tests).
 SYSTEM_PACKAGES := graphviz chromium docker-compose postgresql
 
-.PHONY: demo test lint bench clean system-deps
+CWL_VENV := .venv-cwl
+CWL_TESTS ?= ../shared/cwl-v1.2-conformance
+CWL_TAGS ?= required
+CWL_JOBS ?= 2
+
+.PHONY: demo test lint bench clean system-deps conformance
 
 $(BIN)/.twinprov-installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(PY) -m venv $(CWL_VENV)
+	$(CWL_VENV)/bin/pip install --quiet --upgrade pip
+	$(CWL_VENV)/bin/pip install --quiet -r requirements-cwl.txt
 	touch $@
 
 demo: $(BIN)/.twinprov-installed
@@ -39,6 +47,17 @@ lint: $(BIN)/.twinprov-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The CWL v1.2 conformance suite against `twinprov cwl-runner` (not part of `make test`):
+# per-tag counts in conformance/badges, the JUnit report in conformance/report.xml.
+# CWL_TAGS=required (default), a comma-separated list, or CWL_TAGS= for every test.
+conformance: $(BIN)/.twinprov-installed
+	mkdir -p conformance
+	TWINPROV_HOME=$(CURDIR)/.twinprov-conformance $(BIN)/cwltest \
+	  --test $(CWL_TESTS)/conformance_tests.yaml --tool $(BIN)/twinprov \
+	  $(if $(CWL_TAGS),--tags $(CWL_TAGS)) -j $(CWL_JOBS) --timeout 300 \
+	  --badgedir conformance/badges --junit-xml conformance/report.xml -- cwl-runner \
+	  2>&1 | tee conformance/summary.txt | grep -E '^(Test|All|[0-9]+ tests)|failed|passed'
 
 bench: $(BIN)/.twinprov-installed
 	$(BIN)/python bench/capture_overhead.py

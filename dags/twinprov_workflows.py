@@ -13,3 +13,7 @@ from twinprov.dags.factory import workflow_dags
 
 _folder = Path(os.environ.get("TWINPROV_WORKFLOWS_DIR", Path(__file__).with_name("workflows")))
 globals().update(workflow_dags(_folder))
+
+from twinprov.dags.cwl_factory import cwl_dags  # noqa: E402
+
+globals().update(cwl_dags(_folder))

@@ -83,6 +83,13 @@ def _run_info(ti: Any, task: Any, settings: Settings) -> dict[str, Any]:
         info["spec_path"] = spec_path
         info["spec_sha256"] = spec_digest(spec_path)
         info["workflow_version"] = load_spec(spec_path).version
+    cwl_path = getattr(task, "cwl_path", None)
+    if cwl_path:  # a CWL document's DAG (dags/cwl_factory.py)
+        from twinprov.provenance.spec import spec_digest
+
+        info["cwl_path"] = cwl_path
+        info["spec_sha256"] = spec_digest(str(cwl_path).split("#", 1)[0])
+        info["workflow_language"] = "cwl"
     return info
 
 

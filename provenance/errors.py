@@ -68,3 +68,8 @@ class RunNotFoundError(TwinprovError):
 
 class PublishError(TwinprovError):
     """A run's provenance could not be turned into documents."""
+
+
+class CwlError(TwinprovError):
+    """A CWL document or job that twinprov cannot run; the message names the file (and, where
+    the parser reports one, the line)."""

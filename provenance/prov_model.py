@@ -353,6 +353,15 @@ class _Builder:
             attrs[tp("imageDigest")] = str(p["image_digest"])
         if p.get("image_pinned") is not None:
             attrs[tp("imagePinned")] = bool(p["image_pinned"])
+        cwl: Mapping[str, Any] = p["cwl"] if isinstance(p.get("cwl"), Mapping) else {}
+        for key, term in (
+            ("process", "cwlProcess"),
+            ("class", "cwlClass"),
+            ("cwlVersion", "cwlVersion"),
+            ("container", "container"),
+        ):
+            if cwl.get(key):
+                attrs[tp(term)] = str(cwl[key])
         pod: Mapping[str, Any] = p["pod"] if isinstance(p.get("pod"), Mapping) else {}
         for key, term in (("name", "podName"), ("namespace", "namespace"), ("node", "node")):
             if pod.get(key):

@@ -421,7 +421,11 @@ def crate_input_from_ledger(
     info = rec.info
     # a copy of the spec taken at run start (if the runner keeps one) outlives edits to the spec
     spec_path = info.get("spec_snapshot") or info.get("spec_path")
-    if not spec_path and info.get("dag_file_sha256"):
+    if info.get("cwl_path"):  # a CWL document's run: the document is the workflow
+        from twinprov.ro_crates.cwl_crate import cwl_workflow_info
+
+        workflow = cwl_workflow_info(info["cwl_path"], info.get("spec_sha256"))
+    elif not spec_path and info.get("dag_file_sha256"):
         workflow = dag_workflow_info(dag_id, info, step_tries)
     elif not spec_path:
         raise CrateInputError(f"run {dag_id}/{run_id} does not record its workflow spec")

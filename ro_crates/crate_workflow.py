@@ -35,6 +35,7 @@ from twinprov.ro_crates.crate_terms import (
 from twinprov.ro_crates.images import parse_image
 from twinprov.ro_crates.model import StepSpec, TaskTry
 
+CWL_LANGUAGE = "https://w3id.org/workflowhub/workflow-ro-crate#cwl"
 
 class WorkflowDescription(CrateGraph):
     """The workflow side of the crate: what was meant to run, and the files it touched."""
@@ -132,6 +133,19 @@ class WorkflowDescription(CrateGraph):
                     "url": "https://airflow.apache.org/",
                     "description": "A Python file defining an Apache Airflow DAG; its tasks "
                     "are the workflow's steps.",
+                },
+            )
+        elif self.wf.language == "cwl":  # as Workflow RO-Crate names it
+            lang, encoding = CWL_LANGUAGE, "application/x-cwl"
+            self.add(
+                lang,
+                "ComputerLanguage",
+                {
+                    "name": "Common Workflow Language",
+                    "alternateName": "CWL",
+                    "identifier": ref(f"https://w3id.org/cwl/{self.wf.version}/"),
+                    "url": ref("https://www.commonwl.org/"),
+                    "version": self.wf.version.lstrip("v"),
                 },
             )
         else:

@@ -140,8 +140,9 @@ class WorkflowInfo:
     sources: tuple[SourceFile, ...] = ()
     """Step programs the commands reference, to ship beside the spec."""
     language: str = "twinprov"
-    """What ``spec_path`` is written in: ``twinprov`` (a YAML workflow spec) or ``airflow``
-    (a hand-written Python DAG file; its tasks are the steps)."""
+    """What ``spec_path`` is written in: ``twinprov`` (a YAML workflow spec), ``airflow`` (a
+    hand-written Python DAG file; its tasks are the steps) or ``cwl`` (a CWL document; ``version``
+    is its cwlVersion)."""
 
     def step(self, step_id: str) -> StepSpec | None:
         """The step with this id, or ``None``."""

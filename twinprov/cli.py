@@ -272,6 +272,19 @@ def cmd_pods(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cwl_runner(ns: argparse.Namespace) -> int:
+    """``cwl-runner``-compatible: the CWL output object as JSON on stdout."""
+    import json
+
+    from twinprov.dags.cwl_runner import run_cwl
+
+    with _stdout_to_stderr():
+        code, result = run_cwl(ns.document, ns.job, ns.outdir or os.getcwd())
+    if result is not None:
+        sys.stdout.write(json.dumps(result, indent=4, sort_keys=True) + "\n")
+    return code
+
+
 def cmd_crate(ns: argparse.Namespace) -> int:
     import shutil
 
@@ -491,6 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)
+    s = sub.add_parser(
+        "cwl-runner", help="run a CWL document like cwl-runner (output object as JSON)"
+    )
+    s.add_argument("--outdir", help="where the output files go (default: here)")
+    s.add_argument("--quiet", action="store_true", help="accepted; Airflow's log goes to stderr")
+    s.add_argument("document", help="TOOL.cwl or WORKFLOW.cwl (file.cwl#id for a $graph)")
+    s.add_argument("job", nargs="?", help="the input object (YAML or JSON)")
+    s.set_defaults(func=cmd_cwl_runner)
     s = sub.add_parser("crate", help="path of a run's RO-Crate (Provenance Run Crate 0.5)")
     s.add_argument("run")
     s.add_argument("--zip", action="store_true", help="write and print a .zip of the crate")

@@ -1,0 +1,140 @@
+"""CWL document → Airflow DAG: one task per step, workflow inputs as the trigger form's Params.
+
+A ``.cwl`` file in the workflows folder (with an optional ``<stem>.job.yml`` beside it whose
+values become the Params' defaults) becomes the DAG ``cwl_<stem>``. A ``Workflow`` gives one
+:class:`CwlStepOperator` per step (a subworkflow or a scattered step is one task, run whole by
+cwltool); a ``CommandLineTool`` or ``ExpressionTool`` gives one task. Publication is the same
+teardown task as for spec DAGs.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Param
+
+from twinprov.dags.cwl_operator import INPUTS_TASK, CwlStepOperator
+from twinprov.dags.operators import PublishOperator
+from twinprov.provenance.cwl_doc import CwlDocument, job_beside, load_cwl, load_job
+from twinprov.provenance.errors import TwinprovError
+from twinprov.provenance.spec import PUBLISH_TASK_ID
+
+DAG_FILE = Path(__file__).with_name("twinprov_workflows.py")
+DOCUMENT_ENV = "TWINPROV_CWL_DOCUMENT"
+"""Set by ``twinprov cwl-runner``: the DAG file then builds only this document's DAG."""
+
+_SCALARS = {
+    "string": "string",
+    "int": "integer",
+    "long": "integer",
+    "float": "number",
+    "double": "number",
+    "boolean": "boolean",
+    "File": "object",
+    "Directory": "object",
+}
+
+
+def param_schema(cwl_type: Any) -> dict[str, Any]:
+    """A JSON-schema fragment for a CWL type (always admitting null: CWL inputs with defaults,
+    and optional ones, may be left empty in the trigger form)."""
+    types = cwl_type if isinstance(cwl_type, list) else [cwl_type]
+    out: list[str] = ["null"]
+    for t in types:
+        if isinstance(t, str):
+            t = t.rstrip("?")
+            if t.endswith("[]"):
+                out.append("array")
+            elif t in _SCALARS:
+                out.append(_SCALARS[t])
+            elif t not in ("null",):
+                return {}  # enums, records, Any: not constrained by the form
+        elif isinstance(t, dict) and t.get("type") == "array":
+            out.append("array")
+        else:
+            return {}
+    return {"type": sorted(set(out))}
+
+
+def _params(doc: CwlDocument) -> dict[str, Param]:
+    defaults = load_job(job_beside(doc.path))
+    params: dict[str, Param] = {}
+    for i in doc.inputs:
+        default = defaults.get(i.name, i.default)
+        schema = param_schema(i.type)
+        desc = i.doc or f"CWL input of type {i.type}"
+        params[i.name] = Param(default, description=desc, **schema)
+    return params
+
+
+def build_cwl_dag(path: str | Path, params: bool = True) -> DAG:
+    """The DAG of one CWL document; :class:`SpecError` if it is not valid CWL."""
+    doc = load_cwl(path)
+    dag = DAG(
+        dag_id=doc.dag_id,
+        description=(doc.label or doc.doc or f"CWL {doc.kind} {doc.path.name}")[:200],
+        schedule=None,
+        start_date=datetime(2024, 1, 1, tzinfo=UTC),
+        catchup=False,
+        params=_params(doc) if params else {},
+        tags=["twinprov", "cwl"],
+        doc_md=f"## CWL {doc.kind} `{doc.path.name}`\n\n{doc.doc}\n\n"
+        + "\n".join(f"- `{s.id}`: {s.kind} {s.run}" for s in doc.steps),
+    )
+    dag.fileloc = str(DAG_FILE)
+    tasks: dict[str, CwlStepOperator] = {}
+    cwl_path = str(doc.path) + (("#" + doc.uri.split("#", 1)[1]) if "#" in doc.uri else "")
+    with dag:
+        inputs = None
+        if doc.is_workflow:
+            inputs = CwlStepOperator(
+                task_id=INPUTS_TASK,
+                cwl_path=cwl_path,
+                step_id=INPUTS_TASK,
+                doc_md="The workflow's input object as cwltool prepares it (defaults, "
+                "secondaryFiles, formats); its files are the run's inputs.",
+            )
+        for s in doc.steps:
+            tasks[s.id] = CwlStepOperator(
+                task_id=s.id,
+                cwl_path=cwl_path,
+                step_id=s.id,
+                doc_md=s.doc or None,
+            )
+        for s in doc.steps:
+            if inputs is not None:
+                inputs >> tasks[s.id]
+            for up in s.upstream:
+                if up in tasks:
+                    tasks[up] >> tasks[s.id]
+        publish = PublishOperator(
+            task_id=PUBLISH_TASK_ID, trigger_rule="all_done", retries=2, workflow=doc.dag_id
+        )
+        publish.as_teardown()
+        [*([inputs] if inputs is not None else []), *tasks.values()] >> publish
+    return dag
+
+
+def cwl_dags(folder: Path) -> dict[str, DAG]:
+    """Every ``*.cwl`` of ``folder`` as a DAG (or only ``$TWINPROV_CWL_DOCUMENT`` when set)."""
+    only = os.environ.get(DOCUMENT_ENV)
+    paths = [Path(only)] if only else sorted(folder.glob("*.cwl"))
+    dags: dict[str, DAG] = {}
+    errors: list[str] = []
+    for p in paths:
+        try:
+            dag = build_cwl_dag(p)
+        except TwinprovError as e:
+            errors.append(str(e))
+            continue
+        dags[dag.dag_id] = dag
+    if errors:
+        from twinprov.dags.factory import InvalidWorkflowSpecs
+
+        dags["twinprov_invalid_cwl"] = InvalidWorkflowSpecs(
+            dag_id="twinprov_invalid_cwl", description=" | ".join(errors), schedule=None
+        )
+    return dags

@@ -1,0 +1,208 @@
+"""The operator of CWL DAGs: one CWL step (or a whole tool) on the local backend.
+
+The step runs through the step wrapper (as spec steps do: same log, same manifest, same process
+group handling); inside it, ``cwl_exec.py`` runs the process with cwltool as a library under the
+interpreter that has cwltool. After the wrapper ends, the CWL output object cwltool printed is
+read back and every ``File``/``Directory`` in it (and in the step's input object) is hashed into
+the manifest — CWL outputs are only known once cwltool has collected them (globs, expressions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from twinprov.provenance import cwl_exec, stepwrap
+from twinprov.provenance.config import Settings, setting
+from twinprov.provenance.cwl_doc import (
+    OUTPUT_FILE,
+    CwlDocument,
+    cwl_python,
+    describe_values,
+    load_cwl,
+    step_job,
+)
+from twinprov.provenance.environment import python_environment
+from twinprov.provenance.spec import RERUN_PARAM
+from twinprov.provenance.stepenv import base_environment
+from twinprov.provenance.workspace import workspace_dir
+
+STATUS_FILE = ".twinprov-cwl-status.json"
+INPUTS_TASK = "cwl_inputs"
+"""A workflow's first task: its input object as cwltool prepares it (defaults, secondaryFiles
+discovered from the input types, sizes, formats), hashed as the run's inputs."""
+UNSUPPORTED = 33
+"""cwltool's (and cwltest's) exit code for an unsupported requirement or feature."""
+
+
+def cwl_step_dir(workspace: Path, step_id: str) -> Path:
+    """Where a CWL step's outputs are collected (cwltool's ``--outdir``)."""
+    return workspace / "cwl" / step_id
+
+
+def step_outputs(workspace: Path, doc: CwlDocument) -> dict[str, Any]:
+    """The output objects of the steps that have run, by step id (and, under
+    :data:`INPUTS_TASK`, the workflow's prepared input object)."""
+    out: dict[str, Any] = {}
+    for s in [*doc.steps, INPUTS_TASK]:
+        if not isinstance(s, str):
+            s = s.id  # noqa: PLW2901
+        f = cwl_step_dir(workspace, s) / OUTPUT_FILE
+        if f.is_file():
+            out[s] = json.loads(f.read_text(encoding="utf-8"))
+    return out
+
+
+def docker_on_host() -> bool:
+    """Setting ``cwl_docker_on_host`` (default true: the local backend has no container engine):
+    a tool whose ``DockerRequirement`` is a requirement runs on the host, and its provenance says
+    ``container: none``; false: such a tool is refused as unsupported (exit code 33). Hints
+    never stop a tool."""
+    return (setting("cwl_docker_on_host") or "true").lower() in ("1", "true", "yes", "on")
+
+
+class CwlStepOperator(BaseOperator):
+    """Runs one step of a CWL workflow (``cwltool --single-step``) or a CWL tool document."""
+
+    ui_color = "#e4d9f0"
+    twinprov_role = "step"
+
+    def __init__(self, *, cwl_path: str, step_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cwl_path = cwl_path
+        self.step_id = step_id
+        self.twinprov_manifest: dict[str, Any] | None = None
+        self.twinprov_facts: dict[str, Any] = {}
+        self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def twinprov_static(self) -> dict[str, Any]:
+        doc = load_cwl(self.cwl_path)
+        if self.step_id == INPUTS_TASK:
+            return {"target": "local", "environment": python_environment()}
+        step = doc.step(self.step_id)
+        return {
+            "target": "local",
+            "image": step.image,
+            "environment": python_environment(),
+            "cwl": {
+                "document": str(doc.path),
+                "process": step.run,
+                "class": step.kind,
+                "cwlVersion": doc.cwl_version,
+                "container": "none" if step.image else None,
+                "docker_on_host": docker_on_host() if step.image else None,
+            },
+        }
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        doc = load_cwl(self.cwl_path)
+        settings = Settings.load()
+        ti = context["ti"]
+        ws = workspace_dir(settings.runs_dir, ti.dag_id, ti.run_id)
+        outdir = cwl_step_dir(ws, self.step_id)
+        outdir.mkdir(parents=True, exist_ok=True)
+        job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
+        # what the document's defaults say anyway stays out: cwltool applies them as written
+        # (a trigger form sends every field, and JSON turns 0.00001 into 1e-05)
+        defaults = {i.name: i.default for i in doc.inputs}
+        job = {k: v for k, v in job.items() if v is not None and defaults.get(k) != v}
+        # the local backend runs no containers: a DockerRequirement is honoured on a pod backend
+        # (file names as CWL allows them: "#", spaces; nothing here goes through a shell)
+        args = ["--outdir", str(outdir), "--quiet", "--no-container", "--relax-path-checks"]
+        step_kind = "inputs"
+        if self.step_id == INPUTS_TASK:
+            args = ["--print-input-deps", "--relax-path-checks"]
+        elif doc.is_workflow:
+            step = doc.step(self.step_id)
+            step_kind = step.kind
+            done = step_outputs(ws, doc)
+            job = step_job(doc, step.id, done.get(INPUTS_TASK, job), done)
+            raw = next(
+                s
+                for s in doc.obj.steps
+                if str(s.id).endswith("/" + step.id) or str(s.id).endswith("#" + step.id)
+            )
+            args += ["--single-step", str(raw.id).split("#", 1)[1].split("/")[-1]]
+        else:
+            step_kind = doc.step(self.step_id).kind
+        job_file = outdir / ".twinprov-cwl-job.json"
+        job_file.write_text(json.dumps(job, indent=2, sort_keys=True), encoding="utf-8")
+        argv = [
+            cwl_python(),
+            cwl_exec.__file__,
+            "--output",
+            str(outdir / OUTPUT_FILE),
+            "--",
+            *args,
+            doc.uri,
+            str(job_file),
+        ]
+        env = base_environment(os.environ, settings.step_env_passthrough)
+        env[stepwrap.PARENT_ENV] = str(os.getpid())
+        env[cwl_exec.DOCKER_ON_HOST_ENV] = "1" if docker_on_host() else "0"
+        plan = {"step": self.step_id, "inputs": [], "outputs": []}
+        cmd = [
+            sys.executable,
+            stepwrap.__file__,
+            "--workspace",
+            str(ws),
+            "--plan",
+            json.dumps(plan),
+            "--",
+            *argv,
+        ]
+        self.log.info("CWL step %s (%s) in %s", self.step_id, step_kind, outdir)
+        self._proc = proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
+        )
+        manifest: dict[str, Any] | None = None
+        tail: deque[str] = deque(maxlen=15)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            found = stepwrap.parse_manifest_line(line)
+            if found is not None:
+                manifest = found
+            else:
+                tail.append(line)
+                self.log.info("%s", line)
+        rc = proc.wait()
+        result: dict[str, Any] = {}
+        out_file = outdir / OUTPUT_FILE
+        if out_file.is_file():
+            result = json.loads(out_file.read_text(encoding="utf-8"))
+        if manifest is not None:
+            if self.step_id == INPUTS_TASK:  # the workflow's inputs: used, not generated
+                manifest["inputs"], manifest["outputs"] = describe_values(result, ws), []
+            else:
+                manifest["inputs"] = describe_values(job, ws)
+                manifest["outputs"] = describe_values(result, ws)
+            manifest["cwl_outputs"] = str(out_file)
+            self.log.info("%s%s", stepwrap.MANIFEST_PREFIX, json.dumps(manifest, sort_keys=True))
+        self.twinprov_manifest = manifest
+        code = int(manifest.get("exit_code", rc)) if manifest else rc
+        (outdir / STATUS_FILE).write_text(json.dumps({"exit_code": code}), encoding="utf-8")
+        if manifest is None:
+            raise AirflowException(
+                f"step {self.step_id}: no manifest (wrapper ended with code {rc})"
+            )
+        if rc != 0:
+            last = "\n".join(tail)
+            raise AirflowException(
+                f"CWL step {self.step_id} failed: cwltool exit code {code}; "
+                f"its last messages:\n{last}"
+            )
+        return {"outputs": {o["name"]: o.get("sha256") for o in manifest["outputs"]}}
+
+    def on_kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()

@@ -1,0 +1,523 @@
+"""CWL documents as plain records: what the DAG factory, the runner and the crate need to know.
+
+Airflow-free. A CWL document (a ``CommandLineTool``, an ``ExpressionTool``, a ``Workflow``, or a
+``$graph`` with ``#main``) is parsed with ``cwl-utils``; running a tool is left to the reference
+implementation (``cwltool``, see :mod:`twinprov.provenance.cwl_exec`). This module also wires a
+workflow's data flow between steps: the values a step's ``in`` sources name (``linkMerge``,
+``pickValue``), and the workflow's output object from its ``outputSource``s.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CwlDocument",
+    "CwlInput",
+    "CwlStep",
+    "absolutize",
+    "cwl_python",
+    "describe_values",
+    "job_beside",
+    "load_cwl",
+    "load_job",
+    "step_job",
+    "step_sources",
+    "workflow_outputs",
+]
+
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urljoin, urlparse
+
+from twinprov.provenance.config import setting
+from twinprov.provenance.errors import CwlError, TwinprovError
+
+OUTPUT_FILE = ".twinprov-cwl-output.json"
+"""Beside a step's outputs: the CWL output object cwltool printed for it."""
+
+
+@dataclass(frozen=True)
+class CwlInput:
+    """A workflow (or tool) input: name, CWL type as written, default, documentation."""
+
+    name: str
+    type: Any
+    default: Any = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class CwlStep:
+    """One step of a workflow (or the single step of a tool document)."""
+
+    id: str
+    kind: str
+    """``CommandLineTool``, ``ExpressionTool``, ``Workflow`` (a subworkflow) or ``Operation``."""
+    run: str
+    """The process it runs (a URI, or ``<workflow>#<step>`` for an inline ``run``)."""
+    upstream: tuple[str, ...] = ()
+    image: str | None = None
+    """``DockerRequirement.dockerPull`` (or hint), as written."""
+    scatter: bool = False
+    conditional: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class CwlDocument:
+    """A parsed CWL document, reduced to what twinprov needs."""
+
+    path: Path
+    uri: str
+    kind: str
+    id: str
+    label: str
+    doc: str
+    inputs: tuple[CwlInput, ...]
+    steps: tuple[CwlStep, ...]
+    cwl_version: str
+    obj: Any = field(repr=False, compare=False, default=None)
+
+    @property
+    def is_workflow(self) -> bool:
+        return self.kind == "Workflow"
+
+    @property
+    def dag_id(self) -> str:
+        """An Airflow-safe DAG id from the file name (``cwl_`` + stem)."""
+        return "cwl_" + re.sub(r"[^A-Za-z0-9_.-]", "_", self.path.stem)
+
+    def step(self, step_id: str) -> CwlStep:
+        return next(s for s in self.steps if s.id == step_id)
+
+
+def _frag(uri: str, base: str) -> str:
+    """``file:///wf.cwl#main/step1/out`` relative to the process ``file:///wf.cwl#main``."""
+    frag = uri.split("#", 1)[1] if "#" in uri else uri
+    bfrag = base.split("#", 1)[1] if "#" in base else ""
+    if bfrag and frag.startswith(bfrag + "/"):
+        frag = frag[len(bfrag) + 1 :]
+    return frag
+
+
+def _short(uri: str) -> str:
+    return uri.split("#", 1)[-1].split("/")[-1]
+
+
+def _as_list(x: Any) -> list[Any]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, list | tuple) else [x]
+
+
+def _plain(value: Any) -> Any:
+    """A cwl-utils value (saved objects, ruamel maps) as plain JSON data."""
+    if hasattr(value, "save"):
+        return value.save(top=False)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _image(process: Any) -> str | None:
+    for group in ("requirements", "hints"):
+        for req in getattr(process, group, None) or []:
+            cls = getattr(req, "class_", None) or (
+                req.get("class") if isinstance(req, Mapping) else None
+            )
+            if cls == "DockerRequirement":
+                pull = getattr(req, "dockerPull", None)
+                if pull is None and isinstance(req, Mapping):
+                    pull = req.get("dockerPull")
+                return str(pull) if pull else None
+    return None
+
+
+def _load_uri(uri: str) -> Any:
+    """The document at ``uri``; a ``$graph`` comes back whole, as a list of its processes.
+    Parsed once per version of the file (cached on its modification time and size)."""
+    try:
+        st = Path(unquote(urlparse(uri).path)).stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = (0, 0)
+    return _load_cached(uri, stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(uri: str, _stamp: tuple[int, int]) -> Any:
+    from cwl_utils.parser import load_document_by_uri
+
+    try:
+        return load_document_by_uri(uri, load_all=True)
+    except Exception as e:
+        raise CwlError(f"{uri}: not a valid CWL document: {e}") from e
+
+
+def _load_run(run: str, graph: list[Any]) -> Any:
+    """The process a step's ``run`` names: an entry of this document's ``$graph``, or another
+    document (a ``$graph`` entry of it when the reference has a fragment)."""
+    for o in graph:
+        if str(o.id) == run:
+            return o
+    base, _, frag = run.partition("#")
+    loaded = _load_uri(base)
+    if not isinstance(loaded, list):
+        return loaded
+    want = _short(frag or "main")
+    match = [o for o in loaded if _short(str(o.id)) == want]
+    if not match:
+        raise CwlError(f"{base}: $graph has no process '#{want}'")
+    return match[0]
+
+
+def load_cwl(path: str | Path) -> CwlDocument:
+    """Parse a CWL document (``path`` may name a ``$graph`` entry as ``file.cwl#id``).
+
+    Raises:
+        CwlError: the document cannot be read or is not valid CWL (the message names the file
+            and, where cwl-utils reports it, the line).
+    """
+    text = str(path)
+    fragment = ""
+    if "#" in text:
+        text, fragment = text.split("#", 1)
+    p = Path(text).resolve()
+    if not p.is_file():
+        raise CwlError(f"{p}: no such CWL document")
+    loaded = _load_uri(p.as_uri())
+    graph = loaded if isinstance(loaded, list) else [loaded]
+    if isinstance(loaded, list):  # a $graph: #main unless another entry is named
+        want = fragment or "main"
+        match = [o for o in loaded if _short(str(o.id)) == want]
+        if not match:
+            raise CwlError(f"{p}: $graph has no process '#{want}'")
+        loaded = match[0]
+    kind = type(loaded).__name__
+    uri = str(loaded.id)
+    inputs = tuple(
+        CwlInput(
+            _short(str(i.id)),
+            _plain(i.type_),
+            _plain(i.default),
+            str(getattr(i, "doc", None) or ""),
+        )
+        for i in loaded.inputs
+    )
+    steps: list[CwlStep] = []
+    if kind == "Workflow":
+        for s in loaded.steps:
+            sid = _frag(str(s.id), uri)
+            upstream: list[str] = []
+            for i in s.in_ or []:
+                for src in _as_list(i.source):
+                    rel = _frag(str(src), uri)
+                    if "/" in rel and rel.split("/")[0] not in upstream:
+                        upstream.append(rel.split("/")[0])
+            run = s.run
+            if isinstance(run, str):
+                process = _load_run(run, graph)
+                run_ref = run
+            else:
+                process, run_ref = run, f"{uri}/{sid}"
+            steps.append(
+                CwlStep(
+                    id=sid,
+                    kind=type(process).__name__,
+                    run=run_ref,
+                    upstream=tuple(_safe_id(u) for u in upstream),
+                    image=_image(s) or _image(process) or _image(loaded),
+                    scatter=bool(s.scatter),
+                    conditional=bool(getattr(s, "when", None)),
+                    doc=str(getattr(s, "doc", None) or getattr(process, "doc", None) or ""),
+                )
+            )
+    else:
+        steps.append(CwlStep(id=_short(uri) or "tool", kind=kind, run=uri, image=_image(loaded)))
+    return CwlDocument(
+        path=p,
+        uri=p.as_uri() + (f"#{fragment}" if fragment else ""),
+        kind=kind,
+        id=uri,
+        label=str(getattr(loaded, "label", None) or ""),
+        doc=str(getattr(loaded, "doc", None) or ""),
+        inputs=inputs,
+        steps=tuple(_safe_steps(steps)),
+        cwl_version=str(getattr(loaded, "cwlVersion", None) or "v1.2"),
+        obj=loaded,
+    )
+
+
+def _safe_id(frag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", frag) or "tool"
+
+
+def _safe_steps(steps: list[CwlStep]) -> list[CwlStep]:
+    """Step ids usable as Airflow task ids (a tool document's id may be a file name)."""
+    out = []
+    for s in steps:
+        safe = _safe_id(s.id)
+        out.append(CwlStep(**{**s.__dict__, "id": safe}) if safe != s.id else s)
+    return out
+
+
+def job_beside(path: Path) -> Path | None:
+    """The job (params) file beside a CWL document: ``<stem>.job.{yml,yaml,json}``."""
+    for ext in ("yml", "yaml", "json"):
+        candidate = path.with_name(f"{path.stem}.job.{ext}")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def absolutize(value: Any, base: Path) -> Any:
+    """File and Directory ``location``/``path`` made absolute against ``base``."""
+    if isinstance(value, list):
+        return [absolutize(v, base) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: absolutize(v, base) for k, v in value.items()}
+    if out.get("class") in ("File", "Directory"):
+        loc = out.get("location")
+        if isinstance(loc, str) and "://" not in loc and not loc.startswith("_:"):
+            # a location is a URI reference (percent-escaped), resolved against the job's URI
+            out["location"] = urljoin(base.resolve().as_uri() + "/", loc)
+        path = out.get("path")
+        if isinstance(path, str) and not os.path.isabs(path):
+            out["path"] = str((base / path).resolve())
+    return out
+
+
+def load_job(path: str | Path | None) -> dict[str, Any]:
+    """A CWL job (input object) file, File/Directory locations made absolute."""
+    if path is None:
+        return {}
+    import yaml
+
+    p = Path(path).resolve()
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise CwlError(f"{p}: cannot read the CWL job: {e}") from e
+    if not isinstance(data, dict):
+        raise CwlError(f"{p}: a CWL job is a mapping of input names to values")
+    return dict(absolutize(data, p.parent))
+
+
+def _merge(values: list[Any], link_merge: str | None, pick: str | None, many: bool) -> Any:
+    if not many:
+        value = values[0] if values else None
+    elif link_merge == "merge_flattened":
+        value = []
+        for v in values:
+            value.extend(v if isinstance(v, list) else [v])
+    else:
+        value = list(values)
+    if pick and isinstance(value, list):
+        non_null = [v for v in value if v is not None]
+        if pick == "first_non_null":
+            if not non_null:
+                raise TwinprovError("pickValue first_non_null: all sources are null")
+            value = non_null[0]
+        elif pick == "the_only_non_null":
+            if len(non_null) != 1:
+                raise TwinprovError(
+                    f"pickValue the_only_non_null: {len(non_null)} non-null sources"
+                )
+            value = non_null[0]
+        else:
+            value = non_null
+    return value
+
+
+def _source_value(
+    doc: CwlDocument, src: str, job: Mapping[str, Any], outputs: Mapping[str, Any]
+) -> Any:
+    rel = _frag(src, doc.id)
+    if "/" in rel:
+        step, name = rel.split("/", 1)
+        return (outputs.get(step) or {}).get(name)
+    if rel in job and job[rel] is not None:
+        return job[rel]
+    default = next((i.default for i in doc.inputs if i.name == rel), None)
+    return absolutize(default, doc.path.parent)
+
+
+def step_job(
+    doc: CwlDocument, step_id: str, job: Mapping[str, Any], outputs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The input object of one workflow step for ``cwltool --single-step``: each ``in`` port's
+    value from its sources (``linkMerge``, ``pickValue``); ``default``/``valueFrom`` stay with
+    cwltool. ``outputs`` maps an earlier step's id to its output object."""
+    wf = doc.obj
+    raw = next(s for s in wf.steps if _safe_id(_frag(str(s.id), doc.id)) == step_id)
+    out: dict[str, Any] = {}
+    for port in raw.in_ or []:
+        sources = _as_list(port.source)
+        if not sources:
+            continue
+        values = [_source_value(doc, str(s), job, outputs) for s in sources]
+        many = isinstance(port.source, list | tuple) and (
+            len(sources) > 1 or port.linkMerge is not None
+        )
+        value = _merge(values, port.linkMerge, getattr(port, "pickValue", None), many)
+        if value is not None:
+            out[_short(str(port.id))] = value
+    return out
+
+
+def step_sources(doc: CwlDocument, step_id: str) -> list[tuple[str, str]]:
+    """(in port, source) pairs of a workflow step, sources relative to the workflow
+    (``input`` or ``step/output``); none for a tool document."""
+    if not doc.is_workflow:
+        return []
+    raw = next(s for s in doc.obj.steps if _safe_id(_frag(str(s.id), doc.id)) == step_id)
+    return [
+        (_short(str(port.id)), _frag(str(src), doc.id))
+        for port in raw.in_ or []
+        for src in _as_list(port.source)
+    ]
+
+
+def workflow_outputs(
+    doc: CwlDocument, job: Mapping[str, Any], outputs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The workflow's output object (``outputSource``, ``linkMerge``, ``pickValue``)."""
+    if not doc.is_workflow:
+        return dict(outputs.get(doc.steps[0].id) or {})
+    result: dict[str, Any] = {}
+    for o in doc.obj.outputs:
+        sources = _as_list(o.outputSource)
+        values = [_source_value(doc, str(s), job, outputs) for s in sources]
+        many = isinstance(o.outputSource, list | tuple) and (
+            len(sources) > 1 or o.linkMerge is not None
+        )
+        result[_short(str(o.id))] = _merge(values, o.linkMerge, getattr(o, "pickValue", None), many)
+    return result
+
+
+def _local_path(value: Mapping[str, Any]) -> Path | None:
+    path = value.get("path")
+    if isinstance(path, str):
+        return Path(path)
+    loc = value.get("location")
+    if isinstance(loc, str) and loc.startswith("file://"):
+        return Path(unquote(urlparse(loc).path))
+    return None
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def directory_digest(path: Path) -> tuple[str, int, int]:
+    """A Directory as content: the sha256 of its manifest (one ``<sha256>  <relative path>``
+    line per file, sorted), the total size and the number of files."""
+    lines: list[str] = []
+    total = 0
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            f = Path(root) / name
+            digest, size = _file_digest(f)
+            total += size
+            lines.append(f"{digest}  {f.relative_to(path).as_posix()}")
+    lines.sort(key=lambda line: line.split("  ", 1)[1])
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), total, len(lines)
+
+
+def describe_values(
+    values: Mapping[str, Any], workspace: Path | None = None
+) -> list[dict[str, Any]]:
+    """Every File and Directory in a CWL object as a manifest record (name, path, sha256, size,
+    media type); a Directory is hashed as the manifest of its files."""
+    out: list[dict[str, Any]] = []
+
+    def visit(name: str, v: Any) -> None:
+        if isinstance(v, list):
+            for k, item in enumerate(v):
+                visit(f"{name}[{k}]", item)
+            return
+        if not isinstance(v, Mapping):
+            return
+        cls = v.get("class")
+        if cls not in ("File", "Directory"):
+            for k, item in v.items():
+                visit(f"{name}.{k}", item)
+            return
+        p = _local_path(v)
+        rec: dict[str, Any] = {"name": name, "cwl_class": cls}
+        if p is not None and p.exists():
+            rec["abs_path"] = str(p)
+            rel = p
+            if workspace is not None:
+                try:
+                    rel = p.resolve().relative_to(workspace.resolve())
+                except ValueError:
+                    rel = p
+            rec["path"] = str(rel)
+            if cls == "File":
+                digest, size = _file_digest(p)
+                rec.update(sha256=digest, size=size, exists=True)
+            else:
+                digest, size, count = directory_digest(p)
+                rec.update(
+                    sha256=digest,
+                    size=size,
+                    exists=True,
+                    files=count,
+                    media_type="inode/directory",
+                )
+        else:
+            rec.update(path=str(v.get("location") or ""), sha256=None, size=None, exists=False)
+        if v.get("format"):
+            rec["format"] = str(v["format"])
+        out.append(rec)
+        for k, sec in enumerate(v.get("secondaryFiles") or []):
+            visit(f"{name}.secondaryFiles[{k}]", sec)
+
+    for key, value in values.items():
+        visit(str(key), value)
+    return out
+
+
+def cwl_python() -> str:
+    """The Python interpreter that has ``cwltool`` (setting ``cwl_python``).
+
+    cwltool pins ``prov==1.5.1`` while twinprov needs prov 3, so cwltool lives in an environment
+    of its own: the setting, else ``.venv-cwl`` at the top of a source checkout, else the
+    interpreter of a ``cwltool`` found on ``PATH`` (pipx, Debian's package), else this one.
+    """
+    configured = setting("cwl_python")
+    if configured:
+        return configured
+    checkout = Path(__file__).resolve().parents[1] / ".venv-cwl" / "bin" / "python"
+    if checkout.exists():
+        return str(checkout)
+    exe = shutil.which("cwltool")
+    if exe:
+        first = Path(exe).read_bytes()[:200].split(b"\n", 1)[0]
+        if first.startswith(b"#!"):
+            return first[2:].decode().strip().split()[0]
+    return sys.executable
+
+
+def dump(obj: Any) -> str:
+    """JSON text of a CWL object (the form cwl-runner prints)."""
+    return json.dumps(obj, indent=4, sort_keys=True)

@@ -1,0 +1,114 @@
+"""Runs one CWL process with the reference implementation, ``cwltool``, used as a library.
+
+Runs under the interpreter that has cwltool (see :func:`twinprov.provenance.cwl_doc.cwl_python`;
+cwltool pins an old ``prov`` that twinprov cannot share), inside the step wrapper, so the task's
+log ends with the step manifest like any other step. Standard library + cwltool only.
+
+Usage::
+
+    python cwl_exec.py --output FILE -- [CWLTOOL OPTIONS] DOCUMENT JOB
+
+Everything after ``--`` goes to ``cwltool.main.main`` (``--outdir``, ``--single-step STEP``…):
+cwltool builds the command line, stages the inputs, runs the tool, evaluates expressions with
+Node.js and collects the outputs. The output object it prints is written to ``FILE`` (and the
+log keeps cwltool's messages). The exit code is cwltool's (33: unsupported requirement).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+
+DOCKER_ON_HOST_ENV = "TWINPROV_CWL_DOCKER_ON_HOST"
+"""Set to 1 (setting ``cwl_docker_on_host``): a tool whose DockerRequirement is a requirement
+runs on the host, as if it were a hint; it is said on stderr and recorded by the operator."""
+
+
+def _single_step_inputs_optional() -> None:
+    """``--single-step`` makes each ``in`` port a workflow input of type ``Any``, which refuses
+    null: a port with only a ``valueFrom`` (no source, no default) could not be left out. Make
+    them ``[null, Any]``, so that a missing one is null, as inside the whole workflow."""
+    import cwltool.main
+    import cwltool.subgraph
+
+    original = cwltool.subgraph.get_step
+
+    def get_step(tool, step_id, loading_context):  # type: ignore[no-untyped-def]
+        extracted = original(tool, step_id, loading_context)
+        for inp in extracted["inputs"]:
+            if inp.get("type") == "Any":
+                inp["type"] = ["null", "Any"]
+        return extracted
+
+    cwltool.subgraph.get_step = get_step
+    if getattr(cwltool.main, "get_step", None) is original:
+        cwltool.main.get_step = get_step
+
+
+def _docker_requirement_as_hint() -> None:
+    from cwltool.command_line_tool import CommandLineTool
+
+    original = CommandLineTool.make_job_runner
+
+    def make_job_runner(self, runtimeContext):  # type: ignore[no-untyped-def]
+        docker = [r for r in self.requirements if r.get("class") == "DockerRequirement"]
+        if docker and not runtimeContext.use_container:
+            self.requirements = [r for r in self.requirements if r not in docker]
+            self.hints = [*self.hints, *docker]
+            print(
+                f"twinprov: {self.tool.get('id')}: DockerRequirement "
+                f"({docker[0].get('dockerPull') or docker[0]}) not honoured, the tool runs on "
+                "the host (setting cwl_docker_on_host)",
+                file=sys.stderr,
+            )
+        return original(self, runtimeContext)
+
+    CommandLineTool.make_job_runner = make_job_runner
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 3 or args[0] != "--output" or args[2] != "--":
+        print("usage: cwl_exec.py --output FILE -- [CWLTOOL OPTIONS] DOCUMENT JOB", file=sys.stderr)
+        return 2
+    output, cwltool_args = args[1], args[3:]
+    import cwltool.main
+    from cwltool.main import main as cwltool_main
+
+    if "--print-input-deps" in cwltool_args:
+        # the input object as cwltool prepares it for a workflow (defaults, sizes, formats,
+        # secondaryFiles discovered from the input types), written instead of the dependencies
+        def keep_job(obj, *_args, **_kwargs):  # type: ignore[no-untyped-def]
+            obj = {k: v for k, v in obj.items() if k not in ("__id", "cwl:tool")}
+            with open(output, "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2, sort_keys=True)
+
+        cwltool.main.printdeps = keep_job
+        try:
+            return int(cwltool_main(argsl=cwltool_args, stdout=io.StringIO()) or 0)
+        except SystemExit as e:
+            return int(e.code or 0)
+
+    if os.environ.get(DOCKER_ON_HOST_ENV) == "1":
+        _docker_requirement_as_hint()
+    _single_step_inputs_optional()
+
+    buf = io.StringIO()
+    code = int(cwltool_main(argsl=cwltool_args, stdout=buf) or 0)
+    text = buf.getvalue().strip()
+    if text:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            print(text)
+            obj = None
+        if obj is not None:
+            with open(output, "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2, sort_keys=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

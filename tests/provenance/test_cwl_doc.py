@@ -1,0 +1,88 @@
+"""CWL documents as plain records (Airflow-free): parsing, data flow between steps, hashing."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_without_airflow
+from twinprov.provenance.cwl_doc import (
+    describe_values,
+    directory_digest,
+    job_beside,
+    load_cwl,
+    load_job,
+    step_job,
+    workflow_outputs,
+)
+from twinprov.provenance.errors import CwlError
+
+CATALOG = REPO / "tests" / "data" / "cwl" / "catalog.cwl"
+
+
+def test_workflow_steps_images_and_inputs() -> None:
+    doc = load_cwl(CATALOG)
+    assert doc.kind == "Workflow" and doc.dag_id == "cwl_catalog"
+    assert [(s.id, s.kind, s.upstream) for s in doc.steps] == [
+        ("make", "CommandLineTool", ()),
+        ("count", "CommandLineTool", ("make",)),
+    ]
+    assert doc.step("make").image == "docker.io/library/bash:5.2"
+    assert {i.name: i.default for i in doc.inputs} == {"title": "alps", "items": 3}
+
+
+def test_job_beside_and_sources() -> None:
+    job = load_job(job_beside(CATALOG))
+    assert job == {"title": "tyrol", "items": 4}
+    doc = load_cwl(CATALOG)
+    assert step_job(doc, "make", {"title": "x"}, {}) == {"title": "x", "items": 3}
+    made = {"make": {"catalog": {"class": "Directory", "location": "file:///d"}}}
+    assert step_job(doc, "count", {}, made) == {"dir": made["make"]["catalog"]}
+    out = workflow_outputs(doc, {}, {**made, "count": {"lines": 4}})
+    assert out == {"catalog": made["make"]["catalog"], "lines": 4}
+
+
+def test_directory_is_hashed_as_the_manifest_of_its_files(tmp_path: Path) -> None:
+    d = tmp_path / "cat"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.txt").write_text("a")
+    (d / "sub" / "b.txt").write_text("bb")
+    a, b = (hashlib.sha256(x).hexdigest() for x in (b"a", b"bb"))
+    expected = hashlib.sha256(f"{a}  a.txt\n{b}  sub/b.txt".encode()).hexdigest()
+    assert directory_digest(d) == (expected, 3, 2)
+    recs = describe_values(
+        {
+            "out": {"class": "Directory", "path": str(d)},
+            "files": [{"class": "File", "location": (d / "a.txt").as_uri()}],
+        },
+        tmp_path,
+    )
+    assert [(r["name"], r["path"], r["sha256"]) for r in recs] == [
+        ("out", "cat", expected),
+        ("files[0]", "cat/a.txt", a),
+    ]
+    # the same bytes under another name are the same entity
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "a.txt").write_text("a")
+    (tmp_path / "copy" / "sub").mkdir()
+    (tmp_path / "copy" / "sub" / "b.txt").write_text("bb")
+    assert directory_digest(tmp_path / "copy")[0] == expected
+
+
+def test_invalid_document_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.cwl"
+    bad.write_text("cwlVersion: v1.2\nclass: CommandLineTool\ninputs: 3\n")
+    with pytest.raises(CwlError, match="bad.cwl"):
+        load_cwl(bad)
+
+
+def test_cwl_modules_import_no_airflow() -> None:
+    run_without_airflow(
+        "import sys\n"
+        "from twinprov.provenance.cwl_doc import load_cwl\n"
+        "from twinprov.ro_crates.cwl_crate import cwl_workflow_info\n"
+        f"info = cwl_workflow_info({str(CATALOG)!r})\n"
+        "assert info.language == 'cwl' and [s.id for s in info.steps] == ['make', 'count']\n"
+    )
