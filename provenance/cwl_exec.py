@@ -37,9 +37,11 @@ def _single_step_inputs_optional() -> None:
 
     def get_step(tool, step_id, loading_context):  # type: ignore[no-untyped-def]
         extracted = original(tool, step_id, loading_context)
+        from ruamel.yaml.comments import CommentedSeq
+
         for inp in extracted["inputs"]:
             if inp.get("type") == "Any":
-                inp["type"] = ["null", "Any"]
+                inp["type"] = CommentedSeq(["null", "Any"])  # a plain list has no line numbers
         return extracted
 
     cwltool.subgraph.get_step = get_step
