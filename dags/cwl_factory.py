@@ -18,7 +18,13 @@ from airflow.sdk import DAG, Param
 
 from twinprov.dags.cwl_operator import INPUTS_TASK, CwlStepOperator
 from twinprov.dags.operators import PublishOperator
-from twinprov.provenance.cwl_doc import CwlDocument, job_beside, load_cwl, load_job
+from twinprov.provenance.cwl_doc import (
+    CWL_SCALAR_TYPES,
+    CwlDocument,
+    job_beside,
+    load_cwl,
+    load_job,
+)
 from twinprov.provenance.errors import TwinprovError
 from twinprov.provenance.spec import PUBLISH_TASK_ID
 
@@ -26,16 +32,7 @@ DAG_FILE = Path(__file__).with_name("twinprov_workflows.py")
 DOCUMENT_ENV = "TWINPROV_CWL_DOCUMENT"
 """Set by ``twinprov cwl-runner``: the DAG file then builds only this document's DAG."""
 
-_SCALARS = {
-    "string": "string",
-    "int": "integer",
-    "long": "integer",
-    "float": "number",
-    "double": "number",
-    "boolean": "boolean",
-    "File": "object",
-    "Directory": "object",
-}
+_SCALARS = {**CWL_SCALAR_TYPES, "File": "object", "Directory": "object"}
 
 
 def param_schema(cwl_type: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from twinprov.dags.operators import stepwrap_command
 from twinprov.provenance import cwl_exec, stepwrap
 from twinprov.provenance.config import Settings, setting
 from twinprov.provenance.cwl_doc import (
@@ -150,16 +150,7 @@ class CwlStepOperator(BaseOperator):
         env[stepwrap.PARENT_ENV] = str(os.getpid())
         env[cwl_exec.DOCKER_ON_HOST_ENV] = "1" if docker_on_host() else "0"
         plan = {"step": self.step_id, "inputs": [], "outputs": []}
-        cmd = [
-            sys.executable,
-            stepwrap.__file__,
-            "--workspace",
-            str(ws),
-            "--plan",
-            json.dumps(plan),
-            "--",
-            *argv,
-        ]
+        cmd = stepwrap_command(ws, plan, argv)
         self.log.info("CWL step %s (%s) in %s", self.step_id, step_kind, outdir)
         self._proc = proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1

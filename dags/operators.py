@@ -106,6 +106,21 @@ def secret_environment(step: Step) -> dict[str, str]:
     return out
 
 
+
+def stepwrap_command(workspace: Path, plan: dict[str, Any], argv: list[str]) -> list[str]:
+    """The command that runs ``argv`` in the step wrapper (no shell): outputs hashed, the
+    manifest printed as the last line, the step ended if this process dies."""
+    return [
+        sys.executable,
+        stepwrap.__file__,
+        "--workspace",
+        str(workspace),
+        "--plan",
+        json.dumps(plan),
+        "--",
+        *argv,
+    ]
+
 class LocalStepOperator(BaseOperator):
     """Runs one workflow step as a subprocess in the run workspace (the embedded default).
 
@@ -177,16 +192,7 @@ class LocalStepOperator(BaseOperator):
         if step.mlflow:
             env.update(mlflow_environment(settings, ti, self.log))
         env[stepwrap.PARENT_ENV] = str(os.getpid())  # the step ends if this process dies
-        cmd = [
-            sys.executable,
-            stepwrap.__file__,
-            "--workspace",
-            str(ws),
-            "--plan",
-            json.dumps(plan),
-            "--",
-            *argv,
-        ]
+        cmd = stepwrap_command(ws, plan, argv)
         self.log.info("step %s in %s: %s", step.id, ws, argv)
         self._proc = proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1

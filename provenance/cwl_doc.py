@@ -10,6 +10,7 @@ workflow's data flow between steps: the values a step's ``in`` sources name (``l
 from __future__ import annotations
 
 __all__ = [
+    "CWL_SCALAR_TYPES",
     "CwlDocument",
     "CwlInput",
     "CwlStep",
@@ -39,6 +40,16 @@ from urllib.parse import unquote, urljoin, urlparse
 
 from twinprov.provenance.config import setting
 from twinprov.provenance.errors import CwlError, TwinprovError
+
+CWL_SCALAR_TYPES = {
+    "string": "string",
+    "int": "integer",
+    "long": "integer",
+    "float": "number",
+    "double": "number",
+    "boolean": "boolean",
+}
+"""CWL's scalar types as JSON Schema types (the trigger form's Params, the crate's params)."""
 
 OUTPUT_FILE = ".twinprov-cwl-output.json"
 """Beside a step's outputs: the CWL output object cwltool printed for it."""

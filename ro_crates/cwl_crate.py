@@ -11,20 +11,13 @@ __all__ = ["cwl_workflow_info"]
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from twinprov.provenance.cwl_doc import load_cwl
+from twinprov.provenance.cwl_doc import CWL_SCALAR_TYPES, load_cwl
 from twinprov.provenance.errors import CwlError
 from twinprov.provenance.hashing import sha256_file
 from twinprov.ro_crates.errors import CrateInputError, SpecChangedError
 from twinprov.ro_crates.model import ParamSpec, SourceFile, StepInput, StepSpec, WorkflowInfo
 
-_PARAM_TYPES = {
-    "string": "string",
-    "int": "integer",
-    "long": "integer",
-    "float": "number",
-    "double": "number",
-    "boolean": "boolean",
-}
+_PARAM_TYPES = CWL_SCALAR_TYPES
 
 
 def _type_name(cwl_type: object) -> str:
