@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from twinprov.dags.operators import stepwrap_command
+from twinprov.dags.operators import WrappedStepOperator, stepwrap_command
 from twinprov.provenance import cwl_exec, stepwrap
 from twinprov.provenance.config import Settings, setting
 from twinprov.provenance.cwl_doc import (
@@ -69,7 +67,7 @@ def docker_on_host() -> bool:
     return (setting("cwl_docker_on_host") or "true").lower() in ("1", "true", "yes", "on")
 
 
-class CwlStepOperator(BaseOperator):
+class CwlStepOperator(WrappedStepOperator):
     """Runs one step of a CWL workflow (``cwltool --single-step``) or a CWL tool document."""
 
     ui_color = "#e4d9f0"
@@ -152,21 +150,8 @@ class CwlStepOperator(BaseOperator):
         plan = {"step": self.step_id, "inputs": [], "outputs": []}
         cmd = stepwrap_command(ws, plan, argv)
         self.log.info("CWL step %s (%s) in %s", self.step_id, step_kind, outdir)
-        self._proc = proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
-        )
-        manifest: dict[str, Any] | None = None
-        tail: deque[str] = deque(maxlen=15)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            found = stepwrap.parse_manifest_line(line)
-            if found is not None:
-                manifest = found
-            else:
-                tail.append(line)
-                self.log.info("%s", line)
-        rc = proc.wait()
+        # the manifest is logged once completed with the CWL values, below
+        rc, manifest, tail = self.run_wrapped(cmd, env, log_manifest=False)
         result: dict[str, Any] = {}
         out_file = outdir / OUTPUT_FILE
         if out_file.is_file():
@@ -193,7 +178,3 @@ class CwlStepOperator(BaseOperator):
                 f"its last messages:\n{last}"
             )
         return {"outputs": {o["name"]: o.get("sha256") for o in manifest["outputs"]}}
-
-    def on_kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,40 @@ def stepwrap_command(workspace: Path, plan: dict[str, Any], argv: list[str]) -> 
         *argv,
     ]
 
-class LocalStepOperator(BaseOperator):
+class WrappedStepOperator(BaseOperator):
+    """A task that runs its command in the step wrapper, as a subprocess it ends on kill."""
+
+    def run_wrapped(
+        self, cmd: list[str], env: dict[str, str], *, log_manifest: bool = True
+    ) -> tuple[int, dict[str, Any] | None, list[str]]:
+        """Run the wrapper's command line; its exit code, the manifest it printed (None if
+        none) and its last output lines. Output is logged as it comes (the manifest line too,
+        unless ``log_manifest`` is false)."""
+        self._proc = proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
+        )
+        manifest: dict[str, Any] | None = None
+        tail: deque[str] = deque(maxlen=15)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            found = stepwrap.parse_manifest_line(line)
+            if found is not None:
+                manifest = found
+                if not log_manifest:
+                    continue
+            else:
+                tail.append(line)
+            self.log.info("%s", line)
+        return proc.wait(), manifest, list(tail)
+
+    def on_kill(self) -> None:
+        proc: subprocess.Popen[str] | None = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+
+
+class LocalStepOperator(WrappedStepOperator):
     """Runs one workflow step as a subprocess in the run workspace (the embedded default).
 
     The command goes through the stdlib-only step wrapper, which prints the step manifest
@@ -194,18 +228,7 @@ class LocalStepOperator(BaseOperator):
         env[stepwrap.PARENT_ENV] = str(os.getpid())  # the step ends if this process dies
         cmd = stepwrap_command(ws, plan, argv)
         self.log.info("step %s in %s: %s", step.id, ws, argv)
-        self._proc = proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
-        )
-        manifest = None
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            found = stepwrap.parse_manifest_line(line)
-            if found is not None:
-                manifest = found
-            self.log.info("%s", line)
-        rc = proc.wait()
+        rc, manifest, _tail = self.run_wrapped(cmd, env)
         self.twinprov_manifest = manifest
         if manifest is None:
             raise AirflowException(f"step {step.id}: no manifest (wrapper ended with code {rc})")
@@ -215,10 +238,6 @@ class LocalStepOperator(BaseOperator):
             raise AirflowException(f"step {step.id} failed: {why}")
         announce(self, context, spec.name, step.id, manifest.get("outputs") or [])
         return {"outputs": {o["name"]: o["sha256"] for o in manifest.get("outputs", [])}}
-
-    def on_kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
 
 
 class PublishOperator(BaseOperator):
