@@ -18,14 +18,13 @@ from airflow.listeners import hookimpl
 
 from twinprov.airflow import dag_capture
 from twinprov.airflow.airflow_compat import dag_run_of, template_context
+from twinprov.provenance.assets import HAND_WRITTEN_ROLE
 from twinprov.provenance.config import Settings
 from twinprov.provenance.ledger import TaskEvent, record_event
 
 log = logging.getLogger(__name__)
 
 DISABLE_ENV = "TWINPROV_CAPTURE"  # set to "off" to switch capture off (used by the benchmark)
-HAND_WRITTEN_ROLE = "task"
-"""Payload role of a task try of a captured hand-written DAG (spec tasks: step, validate…)."""
 capture_stats = {"events": 0, "seconds": 0.0, "publish_seconds": 0.0}
 """Events captured by this process and the time spent on them (read by bench/capture_overhead)."""
 

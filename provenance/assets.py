@@ -10,6 +10,7 @@ says so. Plain values in, plain dicts out: nothing here imports Airflow.
 from __future__ import annotations
 
 __all__ = [
+    "HAND_WRITTEN_ROLE",
     "NOT_READ",
     "AssetRef",
     "asset_entries",
@@ -27,6 +28,8 @@ from urllib.parse import unquote, urlsplit
 
 from twinprov.provenance.hashing import sha256_file
 
+HAND_WRITTEN_ROLE = "task"
+"""Payload role of a task try of a captured hand-written DAG (spec tasks: step, validate…)."""
 NOT_READ = "content not recorded: twinprov reads only local files (file:// URIs)"
 """What the record of a non-file asset says about its content."""
 

@@ -320,10 +320,17 @@ def cmd_rerun(ns: argparse.Namespace) -> int:
     from twinprov.dags.runner import prepare_environment
 
     prepare_environment()  # before anything imports Airflow
-    from twinprov.app.rerun import RerunError, changed_inputs, import_crate, read_crate
+    from twinprov.app.rerun import (
+        RerunError,
+        changed_inputs,
+        hand_written,
+        import_crate,
+        read_crate,
+    )
 
     settings = _settings()
     target = Path(ns.run)
+    rec = None
     try:
         if (target / "ro-crate-metadata.json").is_file() or (
             target.suffix.lower() == ".zip" and target.is_file()
@@ -356,8 +363,14 @@ def cmd_rerun(ns: argparse.Namespace) -> int:
         else:
             _print_verdict(changed_verdict)
         return changed_verdict.exit_code
-    # the crate alone is the recipe: its embedded spec, programs, suites and param values
-    outcome, summary = _drive(str(original.spec_file), {"rerun_of": ref, **original.params})
+    if hand_written(original):  # the same DAG of the DAGs folder, triggered with the same conf
+        conf = rec.info.get("conf") if rec is not None else None
+        outcome, summary = _drive(
+            original.dag_id,
+            {**(conf if isinstance(conf, dict) else original.params), "rerun_of": ref},
+        )
+    else:  # the crate alone is the recipe: its embedded spec, programs, suites and param values
+        outcome, summary = _drive(str(original.spec_file), {"rerun_of": ref, **original.params})
     published = summary.get("verdict")
     verdict = (
         Verdict.from_dict(published)

@@ -233,18 +233,51 @@ def explain_changes(
     return changes, cause
 
 
+def _changed_inputs(
+    original: RecordedRun,
+    spec: WorkflowSpec | None,
+    rerun_inputs: Mapping[str, Mapping[str, str]],
+) -> list[str]:
+    """``step.input`` of every workflow input (not made by a step of the run) whose bytes the
+    rerun found changed: a spec's inputs from params; a hand-written DAG's inlets that no task
+    of the original run wrote."""
+    if spec is not None:
+        declared = [
+            (s.id, i.name) for s in spec.steps for i in s.inputs if i.from_.startswith("params.")
+        ]
+    else:
+        made = {name for _step, name in original.outputs}
+        declared = [
+            (step, name)
+            for step, names in sorted(original.step_inputs.items())
+            for name in sorted(names)
+            if name not in made
+        ]
+    return [
+        f"{step}.{name}"
+        for step, name in declared
+        if name in original.step_inputs.get(step, {})
+        and name in rerun_inputs.get(step, {})
+        and original.step_inputs[step][name] != rerun_inputs[step][name]
+    ]
+
+
 def compare_run(
     original: RecordedRun,
-    spec: WorkflowSpec,
+    spec: WorkflowSpec | None,
     rerun_outputs: Mapping[tuple[str, str], tuple[str, Path | None]],
     rerun_inputs: Mapping[str, Mapping[str, str]],
     *,
     rerun_state: str,
     notes: Sequence[str] = (),
     rerun_facts: Mapping[str, Mapping[str, Any]] | None = None,
+    task_order: Sequence[str] | None = None,
 ) -> Verdict:
     """Compare every output of a rerun with the original's and name the first divergence.
 
+    ``spec``: the workflow spec (tolerances, step order, inputs from params), or ``None`` for a
+    hand-written DAG, whose ``task_order`` (upstream first) is then given, and whose workflow
+    inputs are the inlets no task of the original run wrote.
     ``rerun_outputs``: (step, output) → (sha256, path); ``rerun_inputs``: step → input sha256s;
     ``rerun_facts``: step → the comparable environment facts of the rerun's try
     (:func:`twinprov.provenance.env_facts.comparable_facts`). Differing outputs are graded
@@ -252,9 +285,16 @@ def compare_run(
     differences listed, unless :data:`EXPLAIN_ENV` is ``off``.
     """
     explain = _explaining()
-    tolerances = {
-        (s.id, o.name): o.compare for s in spec.steps for o in s.outputs if o.compare is not None
-    }
+    tolerances = (
+        {}
+        if spec is None
+        else {
+            (s.id, o.name): o.compare
+            for s in spec.steps
+            for o in s.outputs
+            if o.compare is not None
+        }
+    )
     comparisons: list[OutputComparison] = []
     differing_steps: set[str] = set()
     for key in sorted(set(original.outputs) | set(rerun_outputs)):
@@ -264,20 +304,17 @@ def compare_run(
         comparisons.append(c)
         if not c.same:
             differing_steps.add(key[0])
-    order = [s.id for s in spec.topological_order()]
+    if spec is not None:
+        order = [s.id for s in spec.topological_order()]
+    else:
+        known = list(task_order or ())
+        rest = {k[0] for k in (*original.outputs, *rerun_outputs)} | set(rerun_inputs)
+        order = [*known, *sorted(rest - set(known))]
     matched = {
         s: dict(rerun_inputs.get(s, {})) == dict(original.step_inputs.get(s, {})) for s in order
     }
     first = next((s for s in order if s in differing_steps and matched[s]), None)
-    changed_inputs = [
-        f"{s.id}.{i.name}"
-        for s in spec.steps
-        for i in s.inputs
-        if i.from_.startswith("params.")
-        and i.name in original.step_inputs.get(s.id, {})
-        and i.name in rerun_inputs.get(s.id, {})
-        and original.step_inputs[s.id][i.name] != rerun_inputs[s.id][i.name]
-    ]
+    changed_inputs = _changed_inputs(original, spec, rerun_inputs)
     if changed_inputs:
         status = "inputs_changed"
         notes = (*notes, "inputs changed since the original run: " + ", ".join(changed_inputs))

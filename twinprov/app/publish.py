@@ -31,6 +31,7 @@ from typing import Any
 
 from prov.model import ProvDocument
 
+from twinprov.provenance.assets import HAND_WRITTEN_ROLE
 from twinprov.provenance.config import Settings
 from twinprov.provenance.errors import PublishError, RunNotFoundError, StoreError, TwinprovError
 from twinprov.provenance.files import atomic_write
@@ -210,7 +211,14 @@ def _verdict_stage(
     import json
 
     from twinprov.app.compare import compare_run
-    from twinprov.app.rerun import RerunRefused, resolve_original, spec_of, workflow_of
+    from twinprov.app.rerun import (
+        RerunRefused,
+        hand_written,
+        resolve_original,
+        spec_of,
+        task_order,
+        workflow_of,
+    )
     from twinprov.provenance.env_facts import comparable_facts
 
     ref = str(rec.info["params"][RERUN_PARAM])
@@ -225,18 +233,25 @@ def _verdict_stage(
         outputs: dict[tuple[str, str], tuple[str, Path | None]] = {}
         inputs: dict[str, dict[str, str]] = {}
         notes = []
+        spec = None if hand_written(original) else spec_of(original)
+        roles = ("step",) if spec is not None else (HAND_WRITTEN_ROLE,)
         facts = {  # what each step ran with, to explain differences (twinprov.provenance.env_facts)
             t.task_id: comparable_facts(t.payload)
             for t in latest_tries(tries)
-            if t.payload.get("role") == "step"
+            if t.payload.get("role") in roles
         }
-        if rec.info.get("spec_sha256") and rec.info["spec_sha256"] != original.spec_sha256:
+        code, what = (
+            ("spec_sha256", "workflow spec")
+            if spec is not None
+            else ("dag_file_sha256", "DAG file")
+        )
+        if rec.info.get(code) and rec.info[code] != original.spec_sha256:
             notes.append(
-                "the rerun ran a workflow spec that differs from the original's "
-                f"(sha256 {str(rec.info['spec_sha256'])[:12]}… vs {original.spec_sha256[:12]}…)"
+                f"the rerun ran a {what} that differs from the original's "
+                f"(sha256 {str(rec.info[code])[:12]}… vs {original.spec_sha256[:12]}…)"
             )
         for t in latest_tries(tries):
-            if t.payload.get("role") != "step" or t.state != "success":
+            if t.payload.get("role") not in roles or t.state != "success":
                 continue
             for o in t.manifest.get("outputs") or []:
                 if o.get("sha256"):
@@ -265,12 +280,13 @@ def _verdict_stage(
                 )
         verdict = compare_run(
             original,
-            spec_of(original),
+            spec,
             outputs,
             inputs,
             rerun_state=state,
             notes=notes,
             rerun_facts=facts,
+            task_order=task_order(rec.info.get("dag_tasks")) if spec is None else None,
         ).to_dict()
     path = atomic_write(folder / "verdict.json", json.dumps(verdict, indent=2, sort_keys=True))
     verdict["file"] = str(path)

@@ -32,9 +32,11 @@ __all__ = [
     "RerunRefused",
     "changed_inputs",
     "effective_params",
+    "hand_written",
     "import_crate",
     "read_crate",
     "resolve_original",
+    "task_order",
 ]
 
 import hashlib
@@ -227,8 +229,10 @@ def read_crate(
             for f in _ids(refs):
                 if "File" not in _ids(getattr(f, "type", None)) or not f.get("sha256"):
                     continue
-                names = [
-                    CrateIds.tool_param_name(getattr(w, "id", ""), step, kind)
+                names = [  # a parameter the crate names without describing: its id only
+                    CrateIds.tool_param_name(
+                        w if isinstance(w, str) else getattr(w, "id", ""), step, kind
+                    )
                     for w in _ids(f.get("exampleOfWork"))
                 ]
                 for name in filter(None, names):
@@ -427,6 +431,7 @@ EXPLAIN_ENV = "TWINPROV_RERUN_EXPLAIN"
 """``off``: compare bytes only (no grading of differing outputs, no environment differences);
 for measuring what explaining costs."""
 
+
 def _explaining() -> bool:
     import os
 
@@ -434,10 +439,14 @@ def _explaining() -> bool:
 
 
 def changed_inputs(settings: Settings, original: RecordedRun) -> list[str]:
-    """Workflow inputs (data files params name) whose bytes differ from the original's now."""
+    """Workflow inputs (data files params name) whose bytes differ from the original's now.
+
+    A hand-written DAG's inputs (its inlets) are compared after the rerun, by the verdict."""
     from twinprov.provenance.errors import WorkspaceError
     from twinprov.provenance.workspace import safe_path
 
+    if hand_written(original):
+        return []
     spec = spec_of(original)
     changed = []
     for s in spec.steps:
@@ -461,3 +470,24 @@ def changed_inputs(settings: Settings, original: RecordedRun) -> list[str]:
 def spec_of(original: RecordedRun) -> WorkflowSpec:
     """The workflow spec embedded in the original's crate."""
     return load_spec(original.spec_file)
+
+
+def hand_written(original: RecordedRun) -> bool:
+    """Whether the original is a run of a hand-written Airflow DAG (its crate's workflow is
+    the DAG's Python file, not a workflow spec)."""
+    return original.spec_file.suffix == ".py"
+
+
+def task_order(dag_tasks: Any) -> list[str]:
+    """Task ids of a hand-written DAG, upstream first (``info["dag_tasks"]`` of its run)."""
+    from graphlib import CycleError, TopologicalSorter
+
+    graph = {
+        str(t["task_id"]): {str(u) for u in t.get("upstream") or ()}
+        for t in dag_tasks or ()
+        if isinstance(t, Mapping) and t.get("task_id")
+    }
+    try:
+        return list(TopologicalSorter(graph).static_order())
+    except CycleError:  # not from Airflow (a DAG has none): keep the recorded order
+        return list(graph)
