@@ -16,16 +16,11 @@ __all__ = ["announce", "output_asset", "output_uri"]
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 from airflow.sdk import Asset
 
-SCHEME = "twinprov"
-
-
-def output_uri(workflow: str, step: str, output: str) -> str:
-    """The stable URI of one spec output."""
-    return f"{SCHEME}://{quote(workflow, safe='')}/{quote(step, safe='')}/{quote(output, safe='')}"
+from twinprov.provenance.assets import OUTPUT_SCHEME as SCHEME
+from twinprov.provenance.assets import output_uri
 
 
 def output_asset(workflow: str, step: str, output: str) -> Asset:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 __all__ = [
     "DAG_KIND",
+    "announce_verdict",
     "asset_payload",
     "captured",
     "consumed_assets",
     "dag_run_info",
+    "is_spec_dag",
     "may_capture",
     "publish_ended_run",
     "task_payload",
@@ -30,21 +32,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twinprov.provenance.assets import AssetRef, asset_entries, asset_label
+from twinprov.provenance.assets import DAG_KIND, AssetRef, asset_entries, asset_label
 from twinprov.provenance.config import CAPTURE_TAG, Settings, setting
 from twinprov.provenance.spec import PUBLISH_TASK_ID
 
 log = logging.getLogger(__name__)
 
-DAG_KIND = "airflow"
-"""``info["dag_kind"]`` of a run of a hand-written DAG (spec runs have ``spec_path`` instead)."""
 MAX_TASKS_LISTED = 1000
 """A DAG's tasks are listed in the run record (for the crate's steps) up to this many."""
 
 _file_digests: dict[tuple[str, int, int], str] = {}
 
 
-def _spec_dag(dag: Any) -> bool:
+def is_spec_dag(dag: Any) -> bool:
     """A DAG made by twinprov's factories: it ends in their publish task. Its tasks are recorded
     by the task processes that run them (which know their role); a copy of such a task without
     it (the scheduler's serialized one, failing a killed try) is not a hand-written task."""
@@ -58,7 +58,7 @@ def may_capture(task: Any) -> bool:
     if getattr(task, "twinprov_role", None) is not None:
         return True
     dag = getattr(task, "dag", None)
-    if _spec_dag(dag):
+    if is_spec_dag(dag):
         return False
     tags = getattr(dag, "tags", None) or ()
     return CAPTURE_TAG in tags or (setting("capture") or "").lower() == "all"
@@ -69,7 +69,7 @@ def captured(task: Any, settings: Settings) -> bool:
     if settings.capture == "specs":
         return False
     dag = getattr(task, "dag", None)
-    if _spec_dag(dag):
+    if is_spec_dag(dag):
         return False
     return settings.captures(getattr(dag, "tags", None) or ())
 
@@ -125,12 +125,8 @@ def _dag_tasks(dag: Any) -> list[dict[str, Any]]:
                 "operator": type(task).__name__,
                 "upstream": sorted(str(u) for u in getattr(task, "upstream_task_ids", ()) or ()),
                 "inlets": [_declared(r) for r in _refs(getattr(task, "inlets", None), "inlet")],
-                "outlets": [
-                    _declared(r) for r in _refs(getattr(task, "outlets", None), "outlet")
-                ],
-                "doc": str(getattr(task, "doc_md", None) or getattr(task, "doc", None) or "")[
-                    :500
-                ],
+                "outlets": [_declared(r) for r in _refs(getattr(task, "outlets", None), "outlet")],
+                "doc": str(getattr(task, "doc_md", None) or getattr(task, "doc", None) or "")[:500],
             }
         )
     return tasks
@@ -309,3 +305,41 @@ def publish_ended_run(dag_id: str, run_id: str) -> None:
 
     pub = publish_run(settings, dag_id, run_id)
     log.info("twinprov: published %s/%s (%s) to %s", dag_id, run_id, pub.state, pub.graph)
+
+
+def announce_verdict(dag_run: Any) -> int:
+    """Attach a rerun's published verdict to its output assets: one asset event per compared
+    output (:func:`twinprov.app.asset_events.verdict_events`), added in the DAG-run's own
+    session (the scheduler's, or ``dag.test()``'s), so it is committed with the run's state.
+    The event announces a check, not new data: it does not start the DAGs scheduled on the
+    asset. Returns how many events were added (none for a run that is not a rerun)."""
+    from twinprov.app.asset_events import verdict_events
+
+    events = verdict_events(Settings.load(), str(dag_run.dag_id), str(dag_run.run_id))
+    if not events:
+        return 0
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
+    from sqlalchemy.orm import object_session
+
+    session = object_session(dag_run)
+    if session is None:
+        log.warning(
+            "twinprov: %s/%s has no session: verdict not announced", dag_run.dag_id, dag_run.run_id
+        )
+        return 0
+    added = 0
+    for uri, extra in events:
+        asset_id = session.scalar(select(AssetModel.id).where(AssetModel.uri == uri).limit(1))
+        if asset_id is None:  # an asset Airflow does not know (yet): nothing to attach it to
+            continue
+        session.add(
+            AssetEvent(
+                asset_id=asset_id,
+                extra=extra,
+                source_dag_id=str(dag_run.dag_id),
+                source_run_id=str(dag_run.run_id),
+            )
+        )
+        added += 1
+    return added

@@ -143,9 +143,7 @@ def _event(
         run_info = _run_info(ti, task, settings)
         if role == HAND_WRITTEN_ROLE:
             dr = dag_run_of(ti)
-            run_info.update(
-                dag_capture.dag_run_info(ti, task, settings, getattr(dr, "conf", None))
-            )
+            run_info.update(dag_capture.dag_run_info(ti, task, settings, getattr(dr, "conf", None)))
     except Exception as e:
         payload["capture_error"] = f"{type(e).__name__}: {e}"
         run_info = {}
@@ -223,9 +221,12 @@ def _dag_run_ended(dag_run: Any) -> None:
     t0 = time.perf_counter()
     try:
         dag = getattr(dag_run, "dag", None)  # set in the scheduler and under dag.test()
-        if dag is not None and not dag_capture.may_capture(SimpleNamespace(dag=dag)):
+        spec = dag is not None and dag_capture.is_spec_dag(dag)  # published by its own task
+        if dag is not None and not spec and not dag_capture.may_capture(SimpleNamespace(dag=dag)):
             return  # an untagged DAG under `capture = tagged`: not even a ledger read
-        dag_capture.publish_ended_run(str(dag_run.dag_id), str(dag_run.run_id))
+        if not spec:
+            dag_capture.publish_ended_run(str(dag_run.dag_id), str(dag_run.run_id))
+        dag_capture.announce_verdict(dag_run)  # a rerun's verdict, on its output assets
     except Exception:
         log.warning(
             "twinprov: could not publish %s/%s (`twinprov publish --pending` finishes it)",

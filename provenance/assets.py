@@ -10,13 +10,16 @@ says so. Plain values in, plain dicts out: nothing here imports Airflow.
 from __future__ import annotations
 
 __all__ = [
+    "DAG_KIND",
     "HAND_WRITTEN_ROLE",
     "NOT_READ",
+    "OUTPUT_SCHEME",
     "AssetRef",
     "asset_entries",
     "asset_label",
     "file_of",
     "local_file_record",
+    "output_uri",
 ]
 
 import mimetypes
@@ -24,14 +27,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from twinprov.provenance.hashing import sha256_file
 
+DAG_KIND = "airflow"
+"""``info["dag_kind"]`` of a run of a hand-written DAG (spec runs have ``spec_path`` instead)."""
 HAND_WRITTEN_ROLE = "task"
 """Payload role of a task try of a captured hand-written DAG (spec tasks: step, validate…)."""
 NOT_READ = "content not recorded: twinprov reads only local files (file:// URIs)"
 """What the record of a non-file asset says about its content."""
+
+OUTPUT_SCHEME = "twinprov"
+"""URI scheme of the Airflow Assets of spec outputs (``twinprov://<workflow>/<step>/<output>``)."""
+
+
+def output_uri(workflow: str, step: str, output: str) -> str:
+    """The stable URI of one spec output (its Airflow Asset)."""
+    parts = (quote(p, safe="") for p in (workflow, step, output))
+    return f"{OUTPUT_SCHEME}://" + "/".join(parts)
+
 
 _MEDIA_TYPES = {
     ".csv": "text/csv",

@@ -1,11 +1,18 @@
 """Spec outputs as Airflow Assets: a real ``dag.test()`` run emits one asset event per output,
 from the task that vouches for it (the validation task of a checked output, else the step),
-whose ``extra`` carries the sha256, the PROV run IRI, the crate and the validation verdict."""
+whose ``extra`` carries the sha256, the PROV run IRI, the crate and the validation verdict; a
+hand-written DAG scheduled on one of them runs after it (its run created by the scheduler's own
+code from the queued asset event) and its provenance meets the output by checksum."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from tests.conftest import REPO
 from twinprov.provenance.config import Settings
 from twinprov.provenance.ledger import Ledger
 
@@ -30,8 +37,105 @@ steps:
 """
 
 
+B_DAG = """
+from pathlib import Path
+
+from airflow.sdk import Asset, dag, task
+
+COUNT = Asset(uri="twinprov://assets_wf/produce/count", group="twinprov")
+OUT = Path(%(out)r)
+
+
+@dag(dag_id="assets_b", schedule=[COUNT], tags=["twinprov"])
+def assets_b():
+    @task(outlets=[Asset(uri=OUT.as_uri())])
+    def double(triggering_asset_events=None):
+        (event,) = triggering_asset_events[COUNT]
+        n = int(Path(event.extra["path"]).read_text())
+        OUT.write_text(str(2 * n))
+
+    double()
+
+
+assets_b()
+"""
+
+
+@pytest.fixture
+def dags_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGs folder of its own: the spec DAG file, and hand-written DAGs the test adds."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    src = REPO / "dags" / "twinprov_workflows.py"
+    (folder / src.name).write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(folder))
+    bundle = {"name": "dags-folder", "kwargs": {"path": str(folder)}}
+    bundle["classpath"] = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([bundle]))
+    return folder
+
+
+def _add_unpaused(folder: Path, name: str, text: str) -> None:
+    """Add a DAG file to the folder and register its DAGs, unpaused (as a user would in the UI:
+    a paused DAG gets no asset-triggered runs)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    (folder / name).write_text(text, encoding="utf-8")
+    DagBundlesManager().sync_bundles_to_db()
+    bag = BundleDagBag(dag_folder=folder / name, bundle_path=folder, bundle_name="dags-folder")
+    sync_bag_to_db(bag, "dags-folder", None)
+    with create_session() as session:
+        session.execute(
+            update(DagModel).where(DagModel.dag_id.in_(list(bag.dags))).values(is_paused=False)
+        )
+
+
+def _run_asset_triggered(dag_id: str) -> Any:
+    """Create the DAG's asset-triggered run as the scheduler does (its own code, from the asset
+    events queued for the DAG), then run its tasks in this process as ``dag.test()`` does; no
+    scheduler process (its loop, executor and API server) runs here."""
+    from airflow import settings
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    from twinprov.dags.runner import find_dag
+
+    dag = find_dag(dag_id)
+    session = settings.Session()
+    runner = SchedulerJobRunner(job=Job())
+    runner._create_dag_runs_asset_triggered(
+        dag_models=[session.get(DagModel, dag_id)], session=session
+    )
+    session.commit()
+    dr = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id)).one()
+    dr.dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    dr.state = DagRunState.RUNNING
+    session.commit()
+    while dr.state == DagRunState.RUNNING:
+        session.expire_all()
+        schedulable, _ = dr.update_state(session=session)
+        for ti in schedulable:
+            ti.try_number += 1
+            ti.state = TaskInstanceState.SCHEDULED
+        session.commit()
+        for ti in dr.get_task_instances(session=session):
+            if ti.state == TaskInstanceState.SCHEDULED:
+                _run_task(ti=ti, task=dag.task_dict[ti.task_id])
+    return dr
+
+
 def test_outputs_are_assets_whose_events_carry_the_provenance(
-    airflow_db: None, workflows_dir: Path, twinprov_home: Path
+    airflow_db: None, workflows_dir: Path, twinprov_home: Path, dags_folder: Path, tmp_path: Path
 ) -> None:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
@@ -43,6 +147,8 @@ def test_outputs_are_assets_whose_events_carry_the_provenance(
 
     spec = workflows_dir / "assets_wf.yaml"
     spec.write_text(SPEC)
+    doubled = tmp_path / "doubled.txt"
+    _add_unpaused(dags_folder, "assets_b.py", B_DAG % {"out": str(doubled)})
     dag = build_dag(spec)
     assert [a.uri for a in dag.get_task("produce").outlets] == [
         output_uri("assets_wf", "produce", "count")
@@ -75,3 +181,29 @@ def test_outputs_are_assets_whose_events_carry_the_provenance(
     assert count["sha256"] == sha["count"] and count["validation"] == "not checked"
     assert table["run"] == rec.publication["graph"]
     assert table["crate"] == rec.publication["crate"]
+
+    # workflow B, scheduled on A's output asset, runs after A and used A's very output entity
+    from twinprov.app.summary import RUNS_USING_QUERY
+    from twinprov.provenance.store import EmbeddedStore
+
+    b = _run_asset_triggered("assets_b")
+    assert (
+        str(b.run_type) in ("asset_triggered", "DagRunType.ASSET_TRIGGERED")
+        and b.state == "success"
+    )
+    assert doubled.read_text() == "4"
+    settings = Settings.load()
+    b_rec = Ledger(settings.ledger_url).run("assets_b", b.run_id)
+    assert b_rec is not None and b_rec.stored_digest  # published from the DAG-run listener
+    (consumed,) = b_rec.info["consumed_assets"]
+    assert (
+        consumed["source_run_id"] == outcome.run_id and consumed["extra"]["sha256"] == sha["count"]
+    )
+    with EmbeddedStore(settings.store_path).open() as store:
+        rows = {
+            (r["dag"].value, r["run"].value)
+            for r in store.query(
+                RUNS_USING_QUERY % {"entity": f"urn:twinprov:data/sha256-{sha['count']}"}
+            )
+        }
+    assert rows == {("assets_b", b.run_id)}  # not A: it made the file, it did not use it

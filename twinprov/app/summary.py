@@ -30,10 +30,18 @@ RUNS_USING_QUERY = """\
 PREFIX prov: <http://www.w3.org/ns/prov#>
 PREFIX tp: <urn:twinprov:vocab#>
 SELECT DISTINCT ?dag ?run WHERE {
-  ?act prov:used <%(entity)s> ; prov:wasInformedBy ?r .
-  ?r tp:dagId ?dag ; tp:runId ?run .
+  {
+    ?act prov:used <%(entity)s> ; prov:wasInformedBy ?r .
+    FILTER NOT EXISTS { ?act a tp:WorkflowRun }
+  } UNION {
+    ?r prov:used <%(entity)s> .
+  }
+  ?r a tp:WorkflowRun ; tp:dagId ?dag ; tp:runId ?run .
 } ORDER BY ?run
 """
+"""Runs that used an entity: a task of the run read it (a spec step's input, a hand-written
+task's inlet), or the run itself did (started by an Airflow asset event announcing it). A run
+is informed by the upstream run whose asset event started it: that one did not use it."""
 
 
 def find_run(ledger: Ledger, ref: str) -> RunRecord:
