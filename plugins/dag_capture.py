@@ -318,16 +318,21 @@ def announce_verdict(dag_run: Any) -> int:
     events = verdict_events(Settings.load(), str(dag_run.dag_id), str(dag_run.run_id))
     if not events:
         return 0
-    from airflow.models.asset import AssetEvent, AssetModel
-    from sqlalchemy import select
     from sqlalchemy.orm import object_session
 
     session = object_session(dag_run)
-    if session is None:
-        log.warning(
-            "twinprov: %s/%s has no session: verdict not announced", dag_run.dag_id, dag_run.run_id
-        )
-        return 0
+    if session is not None:
+        return _add_asset_events(session, dag_run, events)
+    from airflow.utils.session import create_session
+
+    with create_session() as own:  # a DAG run detached from its session (``dag.test()``)
+        return _add_asset_events(own, dag_run, events)
+
+
+def _add_asset_events(session: Any, dag_run: Any, events: list[tuple[str, dict[str, Any]]]) -> int:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
+
     added = 0
     for uri, extra in events:
         asset_id = session.scalar(select(AssetModel.id).where(AssetModel.uri == uri).limit(1))

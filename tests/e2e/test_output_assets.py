@@ -6,13 +6,10 @@ code from the queued asset event) and its provenance meets the output by checksu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import REPO
+from tests.e2e.conftest import add_dag_file, asset_events
 from twinprov.provenance.config import Settings
 from twinprov.provenance.ledger import Ledger
 
@@ -61,39 +58,6 @@ assets_b()
 """
 
 
-@pytest.fixture
-def dags_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A DAGs folder of its own: the spec DAG file, and hand-written DAGs the test adds."""
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    src = REPO / "dags" / "twinprov_workflows.py"
-    (folder / src.name).write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
-    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(folder))
-    bundle = {"name": "dags-folder", "kwargs": {"path": str(folder)}}
-    bundle["classpath"] = "airflow.dag_processing.bundles.local.LocalDagBundle"
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([bundle]))
-    return folder
-
-
-def _add_unpaused(folder: Path, name: str, text: str) -> None:
-    """Add a DAG file to the folder and register its DAGs, unpaused (as a user would in the UI:
-    a paused DAG gets no asset-triggered runs)."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
-    from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import update
-
-    (folder / name).write_text(text, encoding="utf-8")
-    DagBundlesManager().sync_bundles_to_db()
-    bag = BundleDagBag(dag_folder=folder / name, bundle_path=folder, bundle_name="dags-folder")
-    sync_bag_to_db(bag, "dags-folder", None)
-    with create_session() as session:
-        session.execute(
-            update(DagModel).where(DagModel.dag_id.in_(list(bag.dags))).values(is_paused=False)
-        )
-
-
 def _run_asset_triggered(dag_id: str) -> Any:
     """Create the DAG's asset-triggered run as the scheduler does (its own code, from the asset
     events queued for the DAG), then run its tasks in this process as ``dag.test()`` does; no
@@ -137,10 +101,6 @@ def _run_asset_triggered(dag_id: str) -> Any:
 def test_outputs_are_assets_whose_events_carry_the_provenance(
     airflow_db: None, workflows_dir: Path, twinprov_home: Path, dags_folder: Path, tmp_path: Path
 ) -> None:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
     from twinprov.dags.factory import build_dag
     from twinprov.dags.outputs import output_uri
     from twinprov.dags.runner import run_workflow
@@ -148,7 +108,7 @@ def test_outputs_are_assets_whose_events_carry_the_provenance(
     spec = workflows_dir / "assets_wf.yaml"
     spec.write_text(SPEC)
     doubled = tmp_path / "doubled.txt"
-    _add_unpaused(dags_folder, "assets_b.py", B_DAG % {"out": str(doubled)})
+    add_dag_file(dags_folder, "assets_b.py", B_DAG % {"out": str(doubled)})
     dag = build_dag(spec)
     assert [a.uri for a in dag.get_task("produce").outlets] == [
         output_uri("assets_wf", "produce", "count")
@@ -166,15 +126,7 @@ def test_outputs_are_assets_whose_events_carry_the_provenance(
         if e.task_id == "produce" and e.payload.get("manifest")
     )
     sha = {o["name"]: o["sha256"] for o in manifest["outputs"]}
-    with create_session() as session:
-        events = {
-            uri: extra
-            for uri, extra in session.execute(
-                select(AssetModel.uri, AssetEvent.extra)
-                .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-                .where(AssetEvent.source_run_id == outcome.run_id)
-            )
-        }
+    events = {uri: extras[-1] for uri, extras in asset_events(outcome.run_id).items()}
     table = events[output_uri("assets_wf", "produce", "table")]
     count = events[output_uri("assets_wf", "produce", "count")]
     assert table["sha256"] == sha["table"] and table["validation"] == "passed"

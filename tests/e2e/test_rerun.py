@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,6 +70,10 @@ def _noisy(folder: Path, compare: str = "") -> Path:
     return spec
 
 
+def grid_sha(verdict: dict[str, Any]) -> str:
+    return str(verdict["outputs"][0]["rerun_sha256"])
+
+
 def test_tolerance_rule_decides_between_tiny_and_large_differences(
     airflow_db: None, workflows_dir: Path, twinprov_home: Path
 ) -> None:
@@ -92,6 +97,18 @@ def test_tolerance_rule_decides_between_tiny_and_large_differences(
     assert v["outputs"][0]["rule"] == "not equal within rtol=0, atol=0.001"
     # the rerun used the original's params (noise=0.5), not the DAG's defaults
     assert ledger.run("noisy_wf", again.run_id).info["params"]["noise"] == 0.5
+    # the verdict is attached to the output's Airflow Asset, as an asset event of the rerun
+    from tests.e2e.conftest import asset_events
+    from twinprov.provenance.assets import output_uri
+
+    (event,) = [
+        e
+        for e in asset_events(again.run_id)[output_uri("noisy_wf", "make", "grid")]
+        if e.get("kind") == "reproducibility"
+    ]
+    assert event["verdict"] == "differs" and event["status"] == "differs"
+    assert event["sha256"] == grid_sha(v) and event["original_run"] == v["original_run"]
+    assert event["run"] == ledger.run("noisy_wf", again.run_id).publication["graph"]
 
 
 def test_scheduled_reproducibility_dag_records_a_verdict(
