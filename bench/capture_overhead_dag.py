@@ -7,12 +7,13 @@ and DAGs folder; modes alternate round by round:
 
 * ``off`` — twinprov's capture off (``TWINPROV_CAPTURE=off``), OpenLineage disabled;
 * ``twinprov`` — everything twinprov adds: the listener writing the ledger on every task state
-  change, hashing the outlets, and the publication from ``on_dag_run_success`` (PROV files,
-  Oxigraph graph, crate);
+  change, hashing the outlets, and the publication handed over by ``on_dag_run_success`` to a
+  background thread (PROV files, Oxigraph graph, crate);
 * ``openlineage`` — twinprov off, the Airflow OpenLineage provider on with its file transport
   (only if the provider is installed; it is not a twinprov dependency).
 
-Prints the wall-time ratios to ``off`` (twinprov's goal ≤ 1.05) and twinprov/OpenLineage.
+Prints the wall-time ratios to ``off`` (twinprov's goal ≤ 1.05) of the DAG run (until it
+ended), of the run plus its publication (awaited after the run), and twinprov/OpenLineage.
 
     python bench/capture_overhead_dag.py [--rounds 3] [--tasks 10] [--seconds 1]
 """
@@ -64,20 +65,23 @@ def _child() -> None:
 
     prepare_environment()
     ensure_database()
-    from twinprov.airflow import listener
+    from twinprov.airflow import dag_capture, listener
 
     t0 = time.perf_counter()
-    outcome = run_workflow("capture_bench_dag", {})
-    elapsed = time.perf_counter() - t0
+    outcome = run_workflow("capture_bench_dag", {}, wait=False)
+    elapsed = time.perf_counter() - t0  # the DAG run, until it ended
+    dag_capture.wait_published()  # its publication, in the background from the run's end
+    published = time.perf_counter() - t0
     assert outcome.state == "success", outcome
     stats = listener.capture_stats
     print(
         json.dumps(
             {
                 "seconds": elapsed,
+                "with_publication": published,
                 "events": stats["events"],
                 "listener": stats["seconds"],
-                "publish": stats["publish_seconds"],
+                "publish": dag_capture.publishing_seconds(),
             }
         )
     )
@@ -127,11 +131,13 @@ def main() -> None:
 
     run("off")  # warm-up: the metadata DB, caches, the graph store
     times: dict[str, list[float]] = {m: [] for m in modes}
+    whole: dict[str, list[float]] = {m: [] for m in modes}
     events = listener_s = 0.0
     for r in range(ns.rounds):
         for mode in modes:
             got = run(mode)
             times[mode].append(got["seconds"])
+            whole[mode].append(got["with_publication"])
             if mode == "twinprov":
                 events += got["events"]
                 listener_s += got["listener"]
@@ -143,7 +149,10 @@ def main() -> None:
         f"{ns.rounds} rounds, medians: " + ", ".join(f"{m} {v:.2f} s" for m, v in med.items())
     )
     print(f"twinprov capture overhead ratio (twinprov/off): {med['twinprov'] / med['off']:.3f}"
-          "   (goal <= 1.05)")
+          "   (goal <= 1.05; the DAG run, until it ended)")
+    wmed = {m: statistics.median(v) for m, v in whole.items()}
+    print(f"  including the publication (in the background after the run's end): "
+          f"{wmed['twinprov'] / wmed['off']:.3f}")
     print(f"listener time per event: {1000 * listener_s / max(events, 1):.2f} ms "
           f"over {int(events)} events")
     if "openlineage" in med:

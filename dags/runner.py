@@ -141,16 +141,27 @@ def load_workflow_dag(name: str, backend: str | None = None, reproduce: bool = F
 
 
 def run_workflow(
-    name: str, params: dict[str, Any], backend: str | None = None, *, reproduce: bool = False
+    name: str,
+    params: dict[str, Any],
+    backend: str | None = None,
+    *,
+    reproduce: bool = False,
+    wait: bool = True,
 ) -> RunOutcome:
     """Run a workflow once through ``dag.test()`` and return how it ended.
 
     ``reproduce`` runs the workflow's scheduled-rerun DAG (``<name>__reproduce``) instead.
+    ``wait``: return once the run is published (a hand-written DAG's run is published in the
+    background when it ends); else as soon as it ended.
     """
     prepare_environment()
     ensure_database()
     dag = load_workflow_dag(name, backend, reproduce)
     mask_console_logs()  # the tasks run in this process: no supervisor redacts their logs
     dr = dag.test(run_conf=params or None)
+    if wait:  # the DAG-run listener publishes in the background
+        from twinprov.airflow.dag_capture import wait_published
+
+        wait_published()
     state = str(getattr(dr.state, "value", dr.state))
     return RunOutcome(dag.dag_id, dr.run_id, state)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "DAG_KIND",
+    "after_run",
     "announce_verdict",
     "asset_payload",
     "captured",
@@ -22,6 +23,7 @@ __all__ = [
     "may_capture",
     "publish_ended_run",
     "task_payload",
+    "wait_published",
 ]
 
 import hashlib
@@ -307,29 +309,25 @@ def publish_ended_run(dag_id: str, run_id: str) -> None:
     log.info("twinprov: published %s/%s (%s) to %s", dag_id, run_id, pub.state, pub.graph)
 
 
-def announce_verdict(dag_run: Any) -> int:
+def announce_verdict(dag_id: str, run_id: str) -> int:
     """Attach a rerun's published verdict to its output assets: one asset event per compared
-    output (:func:`twinprov.app.asset_events.verdict_events`), added in the DAG-run's own
-    session (the scheduler's, or ``dag.test()``'s), so it is committed with the run's state.
-    The event announces a check, not new data: it does not start the DAGs scheduled on the
-    asset. Returns how many events were added (none for a run that is not a rerun)."""
+    output (:func:`twinprov.app.asset_events.verdict_events`), in Airflow's metadata DB. The
+    event announces a check, not new data: it does not start the DAGs scheduled on the asset.
+    Returns how many events were added (none for a run that is not a rerun)."""
     from twinprov.app.asset_events import verdict_events
 
-    events = verdict_events(Settings.load(), str(dag_run.dag_id), str(dag_run.run_id))
+    events = verdict_events(Settings.load(), dag_id, run_id)
     if not events:
         return 0
-    from sqlalchemy.orm import object_session
-
-    session = object_session(dag_run)
-    if session is not None:
-        return _add_asset_events(session, dag_run, events)
     from airflow.utils.session import create_session
 
-    with create_session() as own:  # a DAG run detached from its session (``dag.test()``)
-        return _add_asset_events(own, dag_run, events)
+    with create_session() as session:
+        return _add_asset_events(session, dag_id, run_id, events)
 
 
-def _add_asset_events(session: Any, dag_run: Any, events: list[tuple[str, dict[str, Any]]]) -> int:
+def _add_asset_events(
+    session: Any, dag_id: str, run_id: str, events: list[tuple[str, dict[str, Any]]]
+) -> int:
     from airflow.models.asset import AssetEvent, AssetModel
     from sqlalchemy import select
 
@@ -342,9 +340,82 @@ def _add_asset_events(session: Any, dag_run: Any, events: list[tuple[str, dict[s
             AssetEvent(
                 asset_id=asset_id,
                 extra=extra,
-                source_dag_id=str(dag_run.dag_id),
-                source_run_id=str(dag_run.run_id),
+                source_dag_id=dag_id,
+                source_run_id=run_id,
             )
         )
         added += 1
     return added
+
+
+class _Publisher:
+    """One background thread that publishes ended runs, one at a time, in the order they
+    ended: the DAG-run hooks run in the scheduler's loop (and at the end of ``dag.test()``),
+    which must not wait for PROV files, a crate and the graph store (the OpenLineage provider
+    emits its DAG-run events from a background executor for the same reason). The ledger holds
+    every event first: a run whose publication a stopped process never did stays pending, and
+    ``twinprov publish --pending`` finishes it."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.queue: queue.Queue[tuple[str, str, bool]] = queue.Queue()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+        self.seconds = 0.0
+        """Time spent publishing (read by bench/capture_overhead_dag)."""
+
+    def submit(self, dag_id: str, run_id: str, publish: bool) -> None:
+        import threading
+
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive() or self.pid != os.getpid():
+                self.thread = threading.Thread(
+                    target=self._work, name="twinprov-publisher", daemon=True
+                )
+                self.pid = os.getpid()
+                self.thread.start()
+        self.queue.put((dag_id, run_id, publish))
+
+    def _work(self) -> None:
+        import time
+
+        while True:
+            dag_id, run_id, publish = self.queue.get()
+            t0 = time.perf_counter()
+            try:
+                if publish:
+                    publish_ended_run(dag_id, run_id)
+                announce_verdict(dag_id, run_id)  # a rerun's verdict, on its output assets
+            except Exception:
+                log.warning(
+                    "twinprov: could not publish %s/%s (`twinprov publish --pending` finishes it)",
+                    dag_id,
+                    run_id,
+                    exc_info=True,
+                )
+            finally:
+                self.seconds += time.perf_counter() - t0
+                self.queue.task_done()
+
+
+_publisher = _Publisher()
+
+
+def after_run(dag_id: str, run_id: str, *, publish: bool) -> None:
+    """A DAG run ended: publish it (a hand-written DAG's run, ``publish``) and announce a
+    rerun's verdict on its output assets, in the background (:class:`_Publisher`)."""
+    _publisher.submit(dag_id, run_id, publish)
+
+
+def wait_published() -> None:
+    """Wait until every run that ended in this process is published (``twinprov run`` shows
+    the run's crate and graph; a process about to exit)."""
+    _publisher.queue.join()
+
+
+def publishing_seconds() -> float:
+    """Time this process spent publishing ended runs."""
+    return _publisher.seconds

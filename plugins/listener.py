@@ -224,9 +224,8 @@ def _dag_run_ended(dag_run: Any) -> None:
         spec = dag is not None and dag_capture.is_spec_dag(dag)  # published by its own task
         if dag is not None and not spec and not dag_capture.may_capture(SimpleNamespace(dag=dag)):
             return  # an untagged DAG under `capture = tagged`: not even a ledger read
-        if not spec:
-            dag_capture.publish_ended_run(str(dag_run.dag_id), str(dag_run.run_id))
-        dag_capture.announce_verdict(dag_run)  # a rerun's verdict, on its output assets
+        # published in the background: the scheduler's loop does not wait for it
+        dag_capture.after_run(str(dag_run.dag_id), str(dag_run.run_id), publish=not spec)
     except Exception:
         log.warning(
             "twinprov: could not publish %s/%s (`twinprov publish --pending` finishes it)",

@@ -82,7 +82,7 @@ def test_capture_follows_the_setting_and_tags(
 def test_dag_run_end_publishes_only_captured_hand_written_runs(
     twinprov_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from twinprov.airflow import listener
+    from twinprov.airflow import dag_capture, listener
 
     monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "tagged")
     ti = _ti(["twinprov"], tmp_path)
@@ -90,6 +90,7 @@ def test_dag_run_end_publishes_only_captured_hand_written_runs(
     listener.on_task_instance_success(None, ti)
     listener.on_dag_run_success(SimpleNamespace(dag_id="my_dag", run_id="manual__1"), "ok")
     listener.on_dag_run_failed(SimpleNamespace(dag_id="other", run_id="r"), "nothing here")
+    dag_capture.wait_published()  # publication runs in the background
     settings = Settings.load()
     rec = Ledger(settings.ledger_url).run("my_dag", "manual__1")
     assert rec is not None and rec.published_digest and rec.state == "success"
@@ -100,7 +101,7 @@ def test_dag_run_end_publishes_only_captured_hand_written_runs(
 def test_failed_try_and_failed_run_are_published_with_the_error(
     twinprov_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from twinprov.airflow import listener
+    from twinprov.airflow import dag_capture, listener
 
     monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "all")
     ti = _ti([], tmp_path, run_id="manual__2")
@@ -108,6 +109,7 @@ def test_failed_try_and_failed_run_are_published_with_the_error(
     listener.on_task_instance_running(None, ti)
     listener.on_task_instance_failed(None, ti, error=RuntimeError("disk full"))
     listener.on_dag_run_failed(SimpleNamespace(dag_id="my_dag", run_id="manual__2"), "failed")
+    dag_capture.wait_published()  # publication runs in the background
     settings = Settings.load()
     rec = Ledger(settings.ledger_url).run("my_dag", "manual__2")
     assert rec is not None and rec.state == "failed" and rec.published_digest
@@ -148,7 +150,7 @@ def test_a_run_started_by_an_output_asset_links_to_the_upstream_entity_by_checks
 ) -> None:
     """Workflow B scheduled on workflow A's output asset: the asset event's extra carries the
     sha256 (twinprov's output assets do), so B's run used A's very output entity."""
-    from twinprov.airflow import listener
+    from twinprov.airflow import dag_capture, listener
     from twinprov.provenance.store import EmbeddedStore
 
     monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "tagged")
@@ -174,6 +176,7 @@ def test_a_run_started_by_an_output_asset_links_to_the_upstream_entity_by_checks
     listener.on_task_instance_running(None, ti)
     listener.on_task_instance_success(None, ti)
     listener.on_dag_run_success(SimpleNamespace(dag_id="my_dag", run_id="asset_triggered__b"), "")
+    dag_capture.wait_published()  # publication runs in the background
     settings = Settings.load()
     rec = Ledger(settings.ledger_url).run("my_dag", "asset_triggered__b")
     assert rec is not None and rec.info["consumed_assets"][0]["source_dag_id"] == "wf_a"
@@ -245,7 +248,9 @@ def test_untagged_dag_run_end_costs_no_ledger_read(monkeypatch: pytest.MonkeyPat
     tagged = SimpleNamespace(dag_id="mine", run_id="r", dag=SimpleNamespace(tags=["twinprov"]))
     listener.on_dag_run_success(untagged, "")
     listener.on_dag_run_failed(tagged, "")
+    dag_capture.wait_published()  # publication runs in the background
     assert calls == ["mine"]
     monkeypatch.setenv("AIRFLOW__TWINPROV__CAPTURE", "all")
     listener.on_dag_run_success(untagged, "")
+    dag_capture.wait_published()  # publication runs in the background
     assert calls == ["mine", "plain"]
