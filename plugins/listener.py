@@ -106,9 +106,14 @@ def _snapshot_spec(ti: Any, run_info: dict[str, Any], settings: Settings) -> Non
         )
 
 
+_RUNS_RECORDED: set[tuple[str, str, str]] = set()
+"""Runs whose facts (``run_info``) this process already put in the ledger: the ledger keeps a
+run's first facts only, so its later events skip gathering them again."""
+
+
 def _event(
     ti: Any, state: str, settings: Settings, error: Any = None
-) -> tuple[TaskEvent, dict[str, Any]] | None:
+) -> tuple[TaskEvent, dict[str, Any] | None] | None:
     task = getattr(ti, "task", None)
     role = getattr(task, "twinprov_role", None)
     if role is None:
@@ -140,8 +145,10 @@ def _event(
             payload.update(dag_capture.task_payload(task, state))
             if state != "running":
                 payload.update(dag_capture.asset_payload(task, template_context(ti)))
-        run_info = _run_info(ti, task, settings)
-        if role == HAND_WRITTEN_ROLE:
+        run_info: dict[str, Any] | None = None  # none if the ledger has the run's facts
+        if (settings.ledger_url, ti.dag_id, ti.run_id) not in _RUNS_RECORDED:
+            run_info = _run_info(ti, task, settings)
+        if run_info is not None and role == HAND_WRITTEN_ROLE:
             dr = dag_run_of(ti)
             run_info.update(dag_capture.dag_run_info(ti, task, settings, getattr(dr, "conf", None)))
     except Exception as e:
@@ -179,15 +186,19 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
         if built is None:
             return
         ev, run_info = built
-        if run_info.get("spec_path"):
+        if run_info is not None and run_info.get("spec_path"):
             from twinprov.provenance.workspace import spec_snapshot_path
 
             run_info["spec_snapshot"] = str(
                 spec_snapshot_path(settings.runs_dir, ev.dag_id, ev.run_id, run_info["spec_path"])
             )
-        record_event(settings.ledger_url, settings.spool_dir, ev, run_info)
-        if state == "running":
+        where = record_event(settings.ledger_url, settings.spool_dir, ev, run_info)
+        if run_info is not None and state == "running":
             _snapshot_spec(ti, run_info, settings)
+        if run_info and where == "ledger":
+            if len(_RUNS_RECORDED) > 1000:
+                _RUNS_RECORDED.clear()
+            _RUNS_RECORDED.add((settings.ledger_url, ev.dag_id, ev.run_id))
     except Exception:
         log.warning(
             "twinprov: could not capture %s of %s",

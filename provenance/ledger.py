@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -502,7 +502,7 @@ def record_event(
     ledger_url: str,
     spool_dir: Path,
     ev: TaskEvent,
-    run_info: Mapping[str, Any],
+    run_info: Mapping[str, Any] | None,
     attempts: int = LEDGER_ATTEMPTS,
 ) -> str:
     """Persist an event durably. Returns where it rests: ``"ledger"`` or ``"spool"``.
@@ -515,7 +515,9 @@ def record_event(
 
     Raises only if both the ledger and the spool folder are unwritable.
     """
-    line = json.dumps({"event": asdict(ev), "run_info": dict(run_info)}, default=str)
+    event = {f.name: getattr(ev, f.name) for f in fields(ev)}  # asdict would deep-copy
+    info = dict(run_info) if run_info is not None else None
+    line = json.dumps({"event": event, "run_info": info}, default=str)
     spooled: _SpoolLine | None
     try:
         spooled = _SpoolLine(spool_dir, line)
