@@ -67,6 +67,7 @@ class CrateDescription(RunDescription):
         user = self.add_user()
         engine = self.add_engine()
         main = self.main_id = self.add_workflow(license_id, authors)
+        self.add_configuration()
         self.add_params()
         self.add_steps()
         self.add_data_entities()
@@ -83,6 +84,9 @@ class CrateDescription(RunDescription):
         who = authors or ([user] if user else [])
         if who:
             root["author"] = refs(who)
+        publisher = self.add_publisher()
+        if publisher:
+            root["publisher"] = ref(publisher)
         root["mainEntity"] = ref(main)
         root["conformsTo"] = refs(p[0] for p in PROFILES)
         root["mentions"] = refs(self.mentions)

@@ -229,7 +229,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def cmd_demo(ns: argparse.Namespace) -> int:
     from twinprov.dags.runner import prepare_environment
+    from twinprov.provenance.config import demo_environment
 
+    os.environ.update(demo_environment(dict(os.environ)))  # the demo's publication settings
     prepare_environment()  # before anything imports Airflow
     out.rule("twinprov demo: drought early warning for the Alps")
     outcome, summary = _drive(DEMO_WORKFLOW, {})
