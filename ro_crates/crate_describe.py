@@ -151,7 +151,9 @@ class CrateDescription(RunDescription):
             "",
             "Layout: `workflow/` holds the spec and the step programs it runs; `workspace/` the "
             "run's files (at their workspace paths) up to the copy threshold, larger ones are "
-            "referenced by `file://` URI; `prov/` the W3C PROV documents; `validation/` the "
+            "referenced by sha256 (`#sha256-…`; `data/` holds them when packed with the crate); "
+            "`config/` the settings that shaped the run; `prov/` the W3C PROV documents; "
+            "`validation/` the "
             "data-quality reports. `ro-crate-metadata.json` describes all of it as a Provenance "
             "Run Crate 0.5 (https://w3id.org/ro/wfrun/provenance/0.5).",
             "",

@@ -17,7 +17,7 @@ from rocrate.model.entity import Entity
 
 from twinprov.ro_crates._rocrate_compat import add_entity, add_placed_file, new_crate
 from twinprov.ro_crates.crate_plan import CratePlan
-from twinprov.ro_crates.crate_terms import WFRUN_CONTEXT, crate_base, person_id, tool_id
+from twinprov.ro_crates.crate_terms import WFRUN_CONTEXT, crate_base, person_id, sha256_id, tool_id
 
 
 class CrateGraph:
@@ -70,7 +70,7 @@ class CrateGraph:
         found = sorted({d.ident for d in self.plan.by_id.values() if d.record.sha256 == sha256})
         if found:
             return found
-        ident = f"#sha256-{sha256}"
+        ident = sha256_id(sha256)
         if ident not in self.crate:
             self.add(
                 ident,

@@ -13,7 +13,10 @@ __all__ = [
     "BUILD_INSTRUCTIONS",
     "COMPUTATIONAL_WORKFLOW_PROFILE",
     "FORMAL_PARAMETER_PROFILE",
+    "PACKED_DATA_DIR",
     "SETTINGS_FILE",
+    "packed_data_name",
+    "sha256_id",
     "crate_base",
     "PARAM_TYPES",
     "PROFILES",
@@ -75,6 +78,21 @@ BUILD_INSTRUCTIONS = ("buildInstructions", "https://codemeta.github.io/terms/bui
 def crate_base(base_uri: str, dag_id: str, run_id: str) -> str:
     """The absolute base of one run's crate under the deployment's ``crate_base_uri``."""
     return f"{base_uri.rstrip('/')}/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/"
+
+
+def sha256_id(sha256: str) -> str:
+    """The id of a file the crate names by its checksum (referenced or no longer on disk)."""
+    return f"#sha256-{sha256}"
+
+
+PACKED_DATA_DIR = "data"
+"""Where ``twinprov crate RUN --zip --with-data`` (or ``--resolve``) puts referenced files in a
+crate: ``data/sha256-<hex>``."""
+
+
+def packed_data_name(sha256: str) -> str:
+    """Crate-relative path of a referenced file's bytes packed with the crate."""
+    return f"{PACKED_DATA_DIR}/sha256-{sha256}"
 
 
 SETTINGS_FILE = "config/twinprov-settings.json"

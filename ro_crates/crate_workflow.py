@@ -26,6 +26,7 @@ from twinprov.ro_crates.crate_terms import (
     SETTINGS_FILE,
     SPDX,
     literal,
+    packed_data_name,
     pv_id,
     q,
     ref,
@@ -494,10 +495,15 @@ class WorkflowDescription(CrateGraph):
                 self.copied += 1
             elif d.mode == "reference":
                 props["description"] = (
-                    f"Not copied into the crate ({rec.size} bytes, above the copy threshold); "
-                    "referenced where the run wrote it."
+                    f"Not copied into the crate ({rec.size} bytes, above the copy threshold): "
+                    "identified by its sha256. The run wrote it at contentUrl (a hint: the "
+                    "bytes may have moved); `twinprov crate RUN --resolve DATA_DIR` finds them "
+                    "by checksum, and `--zip --with-data` packs them as "
+                    f"{packed_data_name(rec.sha256)}."
                 )
-                self.add_file(ident, None, props)
+                props["contentUrl"] = rec.path.resolve().as_uri()
+                props["alternateName"] = str(rec.path)
+                self.add(ident, "File", props)
                 self.referenced += 1
             else:
                 props["description"] = (
