@@ -158,7 +158,7 @@ def _by_checksum(
 ) -> Path | None:
     from twinprov.ro_crates.crate_terms import packed_data_name
 
-    if sha256:
+    if re.fullmatch(r"[0-9a-f]{64}", sha256):
         packed = _crate_file(crate_dir, packed_data_name(sha256), "packed data")
         if packed.is_file():
             return packed
