@@ -342,7 +342,7 @@ def _crate_with_data(ns: argparse.Namespace, settings: Settings, rec: Any, path:
     if not ns.zip:
         place_in_crate(path, found)
         for sha, p in sorted(found.items()):
-            err.print(f"sha256 {sha[:12]}… → {p}")
+            err.print(f"sha256 {sha[:12]}… → {p}", soft_wrap=True)
         print(path)
         return 0
     dest = path.parent / f"{rec.dag_id}-{path.parent.name}-crate-with-data.zip"

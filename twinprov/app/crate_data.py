@@ -129,6 +129,9 @@ def resolve_crate_data(
     """Where the bytes of every file the crate references can be read: already packed in the
     crate, at the hint (only inside ``hints_inside``: the run's own folder), or found by sha256
     under ``folders``. Returns ``(sha256 → path, files not found)``."""
+    missing_dirs = [f for f in folders if not Path(f).is_dir()]
+    if missing_dirs:
+        raise RerunError(f"--resolve {missing_dirs[0]}: no such folder")
     refs = referenced_files(crate_dir)
     found: dict[str, Path] = {}
     for r in refs:
@@ -196,6 +199,7 @@ def zip_with_data(
                         fout.write(chunk)
                         if progress is not None:
                             progress(len(chunk), total)
+        tmp.chmod(0o644)  # mkstemp makes it private; an archive is meant to be read
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
