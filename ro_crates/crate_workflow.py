@@ -141,6 +141,9 @@ class WorkflowDescription(CrateGraph):
 
     def add_configuration(self) -> None:
         """The engine run's configuration files: the spec, and the settings that shaped it."""
+        self.config_ids = [self.main_id]
+        if not self.data.publication.settings:  # a hand-built input names no settings
+            return
         path = self.root / SETTINGS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(dict(self.data.publication.settings), indent=2, sort_keys=True)
@@ -157,7 +160,7 @@ class WorkflowDescription(CrateGraph):
                 "contentSize": str(path.stat().st_size),
             },
         )
-        self.config_ids = [self.main_id, str(entity.id)]
+        self.config_ids.append(str(entity.id))
 
     def add_workflow(self, license_id: str, authors: list[str]) -> str:
         if self.wf.language == "airflow":  # a hand-written DAG: the Python file is the workflow
