@@ -27,6 +27,11 @@ settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` 
 * ``capture`` (``tagged``): which DAGs the listener records. ``specs``: only the DAGs of
   twinprov's workflow specs; ``tagged``: those and every DAG tagged ``twinprov``; ``all``: every
   DAG (hand-written DAGs included).
+* ``crate_base_uri``: an absolute ``http(s)://`` base under which the software entities of a
+  run's crate (tools, engine, environments) get absolute ids, ``BASE/DAG_ID/RUN_ID/#tool/STEP``.
+* ``crate_publisher`` + ``crate_publisher_url``: the organisation that publishes the crates (when
+  the spec names no ``publisher``); ``crate_engine_url``: web page of twinprov as this deployment
+  runs it (default: the package's home page, if its metadata names one).
 * ``step_env_passthrough``: comma-separated names or patterns (``MY_TOOL_*``) of environment
   variables local steps inherit besides the basics (PATH, HOME, locale…); steps never see the
   rest of the task process's environment (``AIRFLOW_CONN_*``, database URLs).
@@ -38,8 +43,10 @@ __all__ = [
     "CAPTURE_MODES",
     "CAPTURE_TAG",
     "DEFAULT_CRATE_COPY_THRESHOLD",
+    "DEMO_SETTINGS",
     "Settings",
     "airflow_home",
+    "demo_environment",
     "number_setting",
     "setting",
     "twinprov_home",
@@ -150,6 +157,13 @@ class Settings:
     """Extra environment variables (names or patterns) local steps inherit."""
     capture: str = "tagged"
     """Which DAGs the listener records (one of :data:`CAPTURE_MODES`)."""
+    crate_base_uri: str = ""
+    """Absolute base URI of the crates' software entities ("" = ids relative to the crate)."""
+    crate_publisher: str = ""
+    """Name of the organisation that publishes the crates."""
+    crate_publisher_url: str = ""
+    crate_engine_url: str = ""
+    """Web page of twinprov as this deployment runs it."""
 
     def captures(self, tags: object) -> bool:
         """Whether a DAG that is not a twinprov spec DAG, with these tags, is recorded."""
@@ -217,10 +231,42 @@ class Settings:
             sparql_gsp_url=(_cfg_value("sparql_gsp_url") or "").strip(),
             sparql_timeout_s=number_setting("sparql_timeout_seconds", 60.0),
             capture=_capture_mode(),
+            crate_base_uri=_http_url_setting("crate_base_uri"),
+            crate_publisher=setting("crate_publisher") or "",
+            crate_publisher_url=_http_url_setting("crate_publisher_url"),
+            crate_engine_url=_http_url_setting("crate_engine_url"),
             step_env_passthrough=tuple(
                 p.strip() for p in (_cfg_value("step_env_passthrough") or "").split(",")
             ),
         )
+
+
+def _http_url_setting(key: str) -> str:
+    raw = setting(key) or ""
+    if raw and (not raw.lower().startswith(("http://", "https://")) or " " in raw):
+        raise ConfigError(
+            f"[twinprov] {key} (AIRFLOW__TWINPROV__{key.upper()}) = {raw!r}: "
+            "must be an absolute http:// or https:// URL"
+        )
+    return raw
+
+
+DEMO_SETTINGS: dict[str, str] = {
+    "crate_base_uri": "https://example.org/twinprov-demo/crates/",
+    "crate_publisher": "twinprov demo deployment",
+    "crate_publisher_url": "https://example.org/twinprov-demo/",
+    "crate_engine_url": "https://example.org/twinprov-demo/twinprov/",
+}
+"""Publication settings of the demo (``twinprov demo``), as ``[twinprov]`` keys: example values
+a real deployment replaces with its own (where its crates live, who publishes them)."""
+
+
+def demo_environment(env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus the demo's publication settings (``AIRFLOW__TWINPROV__*``) it does not set."""
+    out = dict(env)
+    for key, value in DEMO_SETTINGS.items():
+        out.setdefault(f"AIRFLOW__TWINPROV__{key.upper()}", value)
+    return out
 
 
 def _capture_mode() -> str:

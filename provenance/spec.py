@@ -146,7 +146,8 @@ def _digest_cached(path: str, _mtime_ns: int, _size: int) -> str:
 
 def workflow_files(spec: WorkflowSpec, spec_path: Path) -> list[Path]:
     """Files beside the spec that the workflow uses: step programs named through
-    ``${workflow_dir}`` and validation suites (every value of a parametrized suite path)."""
+    ``${workflow_dir}``, validation suites (every value of a parametrized suite path) and the
+    steps' image build instructions (``build``)."""
     base = Path(spec_path).resolve().parent
     found: set[Path] = set()
     for step in spec.steps:
@@ -157,6 +158,9 @@ def workflow_files(spec: WorkflowSpec, spec_path: Path) -> list[Path]:
             if placeholders(rendered):
                 continue
             found.add(Path(rendered))
+        build = spec.build_of(step)
+        if build:
+            found.add(base / build)
         for out in step.outputs:
             if out.validation is not None and out.validation.suite:
                 found.update(suite_candidates(spec, out.validation.suite, base))

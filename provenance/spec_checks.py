@@ -224,6 +224,20 @@ def _schedule_issue(where: str, schedule: str | None) -> SpecIssue | None:
     )
 
 
+def _build_issues(spec: WorkflowSpec, i: int, step: Step, base_dir: Path | None) -> list[SpecIssue]:
+    """The step's ``build`` (Dockerfile) must be a file inside the spec's folder."""
+    build = spec.build_of(step)
+    if build is None or base_dir is None:
+        return []
+    where = f"steps[{i}].build" if step.build else "defaults.build"
+    path = (base_dir / build).resolve()
+    if base_dir.resolve() not in path.parents:
+        return [SpecIssue(where, f"'{build}' is outside the spec's folder")]
+    if not path.is_file():
+        return [SpecIssue(where, f"no file '{build}' beside the spec (a Dockerfile is expected)")]
+    return []
+
+
 def semantic_issues(spec: WorkflowSpec, base_dir: Path | None = None) -> list[SpecIssue]:
     """Every mistake of a spec the models let through (``base_dir``: where suite files are
     looked for; ``None``: not looked for)."""
@@ -240,6 +254,7 @@ def semantic_issues(spec: WorkflowSpec, base_dir: Path | None = None) -> list[Sp
             issues.append(wrong)
     for i, s in enumerate(spec.steps):
         issues += _step_issues(spec, i, s, base_dir)
+        issues += _build_issues(spec, i, s, base_dir)
     for name, p in spec.params.items():
         issues += _check_param(name, p)
         if name == RERUN_PARAM:

@@ -15,6 +15,7 @@ __all__ = [
     "Hpc",
     "Input",
     "Kubernetes",
+    "Organization",
     "Output",
     "Param",
     "ParamType",
@@ -64,6 +65,18 @@ class Author(_Model):
     orcid: str | None = None
     email: str | None = None
     affiliation: str | None = None
+    affiliation_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    """Web page of the affiliation."""
+
+
+_HTTP_URL = r"^https?://[^\s]+$"
+
+
+class Organization(_Model):
+    """An organisation: who publishes the workflow's crates."""
+
+    name: str = Field(min_length=1)
+    url: str | None = Field(default=None, pattern=_HTTP_URL)
 
 
 class Param(_Model):
@@ -224,6 +237,10 @@ class Step(_Model):
     volumes: list[Volume] = Field(default_factory=list)
     mlflow: bool = False
     """The step logs to MLflow: it gets a tracking URI, an experiment and its identity."""
+    homepage: str | None = Field(default=None, pattern=_HTTP_URL)
+    """Web page of the step's program (the tool's ``url`` in crates)."""
+    build: str | None = None
+    """Build instructions of the step's image (a Dockerfile), relative to the spec's folder."""
 
 
 class Defaults(_Model):
@@ -238,6 +255,10 @@ class Defaults(_Model):
     interlink: Kubernetes | None = None
     """Site overrides of the interLink placement (node selector, tolerations)."""
     hpc: Hpc | None = None
+    build: str | None = None
+    """Build instructions (a Dockerfile, relative to the spec's folder) of ``image``."""
+    homepage: str | None = Field(default=None, pattern=_HTTP_URL)
+    """Web page of the step programs, for steps that name none."""
 
 
 class WorkflowSpec(_Model):
@@ -248,6 +269,10 @@ class WorkflowSpec(_Model):
     version: str = "0.0.0"
     license: str | None = None
     authors: list[Author] = Field(default_factory=list)
+    homepage: str | None = Field(default=None, pattern=_HTTP_URL)
+    """Web page of the workflow (its ``url`` in crates)."""
+    publisher: Organization | None = None
+    """Who publishes the workflow's runs (else the setting ``crate_publisher``)."""
     schedule: str | None = None
     defaults: Defaults = Field(default_factory=Defaults)
     params: dict[str, Param] = Field(default_factory=dict)
@@ -269,6 +294,14 @@ class WorkflowSpec(_Model):
         if issues:
             raise SpecError(f"{self.name} on {target}", issues)
         return spec
+
+    def build_of(self, step: Step) -> str | None:
+        """The Dockerfile of the step's image, after workflow defaults (relative path)."""
+        return step.build or (self.defaults.build if not step.image else None)
+
+    def homepage_of(self, step: Step) -> str | None:
+        """The web page of the step's program, after workflow defaults."""
+        return step.homepage or self.defaults.homepage
 
     def step(self, step_id: str) -> Step:
         """The step with this id."""

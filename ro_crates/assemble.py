@@ -10,6 +10,7 @@ from twinprov import __version__
 
 __all__ = [
     "crate_input_from_ledger",
+    "publication_of",
     "dag_workflow_info",
     "media_type_of",
     "twinprov_version",
@@ -36,8 +37,10 @@ from twinprov.ro_crates.model import (
     CrateInput,
     FileRecord,
     MlflowRunRef,
+    Organization,
     ParamSpec,
     Person,
+    Publication,
     RunInfo,
     SourceFile,
     StacItemRef,
@@ -144,6 +147,7 @@ def _workflow_info(spec: WorkflowSpec, path: Path, sha256: str) -> WorkflowInfo:
         texts = [*s.command, *s.args, *s.env.values()]
         sources = _step_sources([*s.command, *s.args], workflow_dir)
         all_sources += [r for r in sources if r not in all_sources]
+        build = spec.build_of(s)
         steps.append(
             StepSpec(
                 id=s.id,
@@ -157,6 +161,8 @@ def _workflow_info(spec: WorkflowSpec, path: Path, sha256: str) -> WorkflowInfo:
                 params=_step_params(texts),
                 env=dict(s.env),
                 sources=sources,
+                homepage=spec.homepage_of(s),
+                build=Path(build).as_posix() if build else None,
             )
         )
     # and every other file the workflow uses (validation suites…): a rerun needs them all
@@ -177,11 +183,15 @@ def _workflow_info(spec: WorkflowSpec, path: Path, sha256: str) -> WorkflowInfo:
         steps=tuple(steps),
         description=spec.description,
         license=spec.license,
-        authors=tuple(Person(a.name, a.orcid, a.email, a.affiliation) for a in spec.authors),
+        authors=tuple(
+            Person(a.name, a.orcid, a.email, a.affiliation, a.affiliation_url) for a in spec.authors
+        ),
         params=tuple(
             ParamSpec(name, p.type, p.default, p.description) for name, p in spec.params.items()
         ),
         sources=tuple(source_files),
+        homepage=spec.homepage,
+        publisher=Organization(spec.publisher.name, spec.publisher.url) if spec.publisher else None,
     )
 
 
@@ -471,7 +481,48 @@ def crate_input_from_ledger(
         stac_items=_stac_items(rec.publication.get("stac_items"), tries),
         mlflow_runs=_mlflow_runs(rec.publication.get("mlflow_runs")),
         verdict=rec.publication.get("verdict"),
+        publication=publication_of(settings),
     )
+
+
+def publication_of(settings: Settings) -> Publication:
+    """The deployment's publication settings, and the settings that shape a run and its crate
+    (no ledger or server URL: they may carry credentials)."""
+    engine_url = settings.crate_engine_url or _package_homepage()
+    shaping = {
+        "base_iri": settings.base_iri,
+        "capture": settings.capture,
+        "crate_copy_threshold": settings.crate_copy_threshold,
+        "crate_base_uri": settings.crate_base_uri or None,
+        "crate_publisher": settings.crate_publisher or None,
+        "crate_publisher_url": settings.crate_publisher_url or None,
+        "graph_store": "sparql-server" if settings.remote_store else "embedded",
+        "step_env_passthrough": [p for p in settings.step_env_passthrough if p],
+    }
+    return Publication(
+        base_uri=settings.crate_base_uri or None,
+        publisher=Organization(settings.crate_publisher, settings.crate_publisher_url or None)
+        if settings.crate_publisher
+        else None,
+        engine_url=engine_url,
+        settings=shaping,
+    )
+
+
+def _package_homepage() -> str | None:
+    """The home page twinprov's package metadata names, if any."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        meta = metadata("twinprov")
+    except PackageNotFoundError:
+        return None
+    for entry in meta.get_all("Project-URL") or []:
+        label, _, url = str(entry).partition(",")
+        if label.strip().lower() in ("homepage", "home", "documentation") and url.strip():
+            return url.strip()
+    home = meta.get_all("Home-page") or []
+    return str(home[0]) if home else None
 
 
 def _validations(raw: Any) -> tuple[ValidationReport, ...]:

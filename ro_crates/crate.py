@@ -15,7 +15,8 @@ The crate (RO-Crate 1.1, with the ``workflow-run`` terms) holds:
   error, container image, resource usage);
 * every file under ``workspace/`` (its path in the run workspace) with ``sha256``,
   ``contentSize`` and ``encodingFormat``; files above the copy threshold are referenced by
-  their absolute ``file://`` URI instead; bytes overwritten since the run are described
+  their checksum instead (``#sha256-…``, the path they were written to as ``contentUrl``, a
+  hint); bytes overwritten since the run are described
   without a payload (``#sha256-…``);
 * the PROV files (``about`` the run) and data-quality reports (``about`` their file).
 

@@ -32,7 +32,6 @@ from twinprov.ro_crates.crate_terms import (
     refs,
     size_of,
     step_id,
-    tool_id,
     tool_param,
     try_id,
 )
@@ -104,7 +103,8 @@ class RunDescription(WorkflowDescription):
                     + f": {run.state}"
                 ),
                 "instrument": ref(self.main_id),
-                "object": refs(objects),
+                # the configuration files (spec, settings) beside the data read and the params
+                "object": refs([*objects, *self.config_ids]),
                 "result": refs(results),
                 "agent": ref(user) if user else None,
                 "startTime": run_start,
@@ -196,7 +196,7 @@ class RunDescription(WorkflowDescription):
             {
                 "name": f"{name} (try {t.try_number})",
                 "description": "; ".join(details) or f"Try {t.try_number} of step {t.task_id}",
-                "instrument": ref(tool_id(s.id)),
+                "instrument": ref(self.tool(s.id)),
                 "object": refs([*self.plan.file_ids(t.inputs), *(pv_id(p) for p in s.params)]),
                 "result": refs(self.plan.file_ids(t.outputs)),
                 "agent": ref(user) if user else None,

@@ -67,6 +67,7 @@ class CrateDescription(RunDescription):
         user = self.add_user()
         engine = self.add_engine()
         main = self.main_id = self.add_workflow(license_id, authors)
+        self.add_configuration()
         self.add_params()
         self.add_steps()
         self.add_data_entities()
@@ -83,6 +84,9 @@ class CrateDescription(RunDescription):
         who = authors or ([user] if user else [])
         if who:
             root["author"] = refs(who)
+        publisher = self.add_publisher()
+        if publisher:
+            root["publisher"] = ref(publisher)
         root["mainEntity"] = ref(main)
         root["conformsTo"] = refs(p[0] for p in PROFILES)
         root["mentions"] = refs(self.mentions)
@@ -147,7 +151,9 @@ class CrateDescription(RunDescription):
             "",
             "Layout: `workflow/` holds the spec and the step programs it runs; `workspace/` the "
             "run's files (at their workspace paths) up to the copy threshold, larger ones are "
-            "referenced by `file://` URI; `prov/` the W3C PROV documents; `validation/` the "
+            "referenced by sha256 (`#sha256-…`; `data/` holds them when packed with the crate); "
+            "`config/` the settings that shaped the run; `prov/` the W3C PROV documents; "
+            "`validation/` the "
             "data-quality reports. `ro-crate-metadata.json` describes all of it as a Provenance "
             "Run Crate 0.5 (https://w3id.org/ro/wfrun/provenance/0.5).",
             "",

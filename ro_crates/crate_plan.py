@@ -2,8 +2,9 @@
 
 Every file the run read or wrote is hashed again first; bytes that still match the recorded
 sha256 are shipped: copied (at most the copy threshold, with ``shutil.copyfile``, which uses
-``sendfile`` on Linux) or referenced by their absolute ``file://`` URI (larger); bytes overwritten
-since the run are described without a payload (``#sha256-…``). The copies run in background
+``sendfile`` on Linux) or referenced by their checksum (larger: ``#sha256-…``, with the path
+where the run wrote them as a hint); bytes overwritten since the run are described without a
+payload (the same ``#sha256-…`` id, no hint). The copies run in background
 threads while the crate is being described.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from twinprov.provenance.hashing import FileDigest, hash_files
-from twinprov.ro_crates.crate_terms import tool_param, wf_output
+from twinprov.ro_crates.crate_terms import sha256_id, tool_param, wf_output
 from twinprov.ro_crates.errors import CrateInputError, CrateWriteError, SpecChangedError
 from twinprov.ro_crates.model import CrateInput, FileRecord, StepSpec, TaskTry
 
@@ -126,9 +127,10 @@ class CratePlan:
             rec = d.record
             digest = found.get(rec.path)
             if digest is None or digest.sha256 != rec.sha256:
-                d.mode, d.ident = "missing", f"#sha256-{rec.sha256}"
+                d.mode, d.ident = "missing", sha256_id(rec.sha256)
             elif rec.size > self.threshold:
-                d.mode, d.ident = "reference", rec.path.resolve().as_uri()
+                # by checksum: a moved crate re-finds the bytes by sha256 (its hint: the path)
+                d.mode, d.ident = "reference", sha256_id(rec.sha256)
             else:
                 rel = safe_rel(rec.rel_path)
                 dest = (
@@ -140,7 +142,7 @@ class CratePlan:
             other = self.by_id.get(d.ident)
             if other is not None and other is not d:
                 if other.record.sha256 != rec.sha256:  # two contents claim one path
-                    d.mode, d.dest, d.ident = "missing", None, f"#sha256-{rec.sha256}"
+                    d.mode, d.dest, d.ident = "missing", None, sha256_id(rec.sha256)
                     other = self.by_id.get(d.ident)
                 if other is not None:
                     other.example_of += d.example_of

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 __all__ = [
     "ACTION_STATUS",
+    "BUILD_INSTRUCTIONS",
+    "COMPUTATIONAL_WORKFLOW_PROFILE",
     "FORMAL_PARAMETER_PROFILE",
+    "PACKED_DATA_DIR",
+    "SETTINGS_FILE",
+    "packed_data_name",
+    "sha256_id",
+    "crate_base",
     "PARAM_TYPES",
     "PROFILES",
     "PROV_FORMATS",
@@ -62,6 +69,35 @@ RO_CRATE_SPEC = "https://w3id.org/ro/crate/1.1"
 WROC_PROFILE = "https://w3id.org/workflowhub/workflow-ro-crate/1.0"
 WFRUN_CONTEXT = "https://w3id.org/ro/terms/workflow-run/context"
 FORMAL_PARAMETER_PROFILE = "https://bioschemas.org/profiles/FormalParameter/1.0-RELEASE"
+COMPUTATIONAL_WORKFLOW_PROFILE = "https://bioschemas.org/profiles/ComputationalWorkflow/1.0-RELEASE"
+BUILD_INSTRUCTIONS = ("buildInstructions", "https://codemeta.github.io/terms/buildInstructions")
+"""The CodeMeta term Provenance Run Crate uses for a step's environment file (not in the RO-Crate
+1.1 context, so added to the crate's)."""
+
+
+def crate_base(base_uri: str, dag_id: str, run_id: str) -> str:
+    """The absolute base of one run's crate under the deployment's ``crate_base_uri``."""
+    return f"{base_uri.rstrip('/')}/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/"
+
+
+def sha256_id(sha256: str) -> str:
+    """The id of a file the crate names by its checksum (referenced or no longer on disk)."""
+    return f"#sha256-{sha256}"
+
+
+PACKED_DATA_DIR = "data"
+"""Where ``twinprov crate RUN --zip --with-data`` (or ``--resolve``) puts referenced files in a
+crate: ``data/sha256-<hex>``."""
+
+
+def packed_data_name(sha256: str) -> str:
+    """Crate-relative path of a referenced file's bytes packed with the crate."""
+    return f"{PACKED_DATA_DIR}/sha256-{sha256}"
+
+
+SETTINGS_FILE = "config/twinprov-settings.json"
+"""The twinprov settings that shaped the run, in the crate (a configuration file of the engine)."""
+
 
 ACTION_STATUS = {
     "completed": "http://schema.org/CompletedActionStatus",

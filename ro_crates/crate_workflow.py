@@ -11,23 +11,27 @@ from __future__ import annotations
 
 __all__ = ["WorkflowDescription"]
 
+import json
 import shlex
 from typing import Any
 from urllib.parse import quote
 
 from twinprov.ro_crates.crate_graph import CrateGraph
 from twinprov.ro_crates.crate_terms import (
+    BUILD_INSTRUCTIONS,
+    COMPUTATIONAL_WORKFLOW_PROFILE,
     FORMAL_PARAMETER_PROFILE,
     PARAM_TYPES,
     PROFILES,
+    SETTINGS_FILE,
     SPDX,
     literal,
+    packed_data_name,
     pv_id,
     q,
     ref,
     refs,
     step_id,
-    tool_id,
     tool_param,
     wf_output,
     wf_param,
@@ -35,7 +39,9 @@ from twinprov.ro_crates.crate_terms import (
 from twinprov.ro_crates.images import parse_image
 from twinprov.ro_crates.model import StepSpec, TaskTry
 
+DOCKERFILE_FORMAT = "https://docs.docker.com/reference/dockerfile/"
 CWL_LANGUAGE = "https://w3id.org/workflowhub/workflow-ro-crate#cwl"
+
 
 class WorkflowDescription(CrateGraph):
     """The workflow side of the crate: what was meant to run, and the files it touched."""
@@ -82,7 +88,7 @@ class WorkflowDescription(CrateGraph):
             if a.affiliation:
                 org = f"#organization/{q(a.affiliation)}"
                 if org not in self.crate:
-                    self.add(org, "Organization", {"name": a.affiliation})
+                    self.add(org, "Organization", {"name": a.affiliation, "url": a.affiliation_url})
                 extra["affiliation"] = ref(org)
             out.append(self.add_person(a.name, a.orcid, **extra))
         return list(dict.fromkeys(out))
@@ -107,7 +113,7 @@ class WorkflowDescription(CrateGraph):
                     "url": "https://airflow.apache.org/",
                 },
             )
-        ident = f"#twinprov-{q(run.twinprov_version)}"
+        ident = self.software_id(f"#twinprov-{q(run.twinprov_version)}")
         self.add(
             ident,
             "SoftwareApplication",
@@ -117,9 +123,44 @@ class WorkflowDescription(CrateGraph):
                 "description": "Provenance service for digital-twin workflows; runs each "
                 "workflow spec as an Apache Airflow DAG.",
                 "softwareRequirements": ref(airflow_id) if airflow_id else None,
+                "url": self.data.publication.engine_url,
             },
         )
         return ident
+
+    def add_publisher(self) -> str | None:
+        """The organisation that publishes the run: the spec's ``publisher``, else the
+        deployment's (setting ``crate_publisher``)."""
+        org = self.wf.publisher or self.data.publication.publisher
+        if org is None:
+            return None
+        ident = org.url or f"#organization/{q(org.name)}"
+        if ident not in self.crate:
+            self.add(ident, "Organization", {"name": org.name, "url": org.url})
+        return ident
+
+    def add_configuration(self) -> None:
+        """The engine run's configuration files: the spec, and the settings that shaped it."""
+        self.config_ids = [self.main_id]
+        if not self.data.publication.settings:  # a hand-built input names no settings
+            return
+        path = self.root / SETTINGS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(dict(self.data.publication.settings), indent=2, sort_keys=True)
+        path.write_text(text + "\n", encoding="utf-8")
+        entity = self.add_file(
+            path,
+            SETTINGS_FILE,
+            {
+                "name": "twinprov settings",
+                "description": "The twinprov settings ([twinprov] of airflow.cfg, "
+                "AIRFLOW__TWINPROV__*) that shaped this run and its crate; credentials and "
+                "server addresses are left out.",
+                "encodingFormat": "application/json",
+                "contentSize": str(path.stat().st_size),
+            },
+        )
+        self.config_ids.append(str(entity.id))
 
     def add_workflow(self, license_id: str, authors: list[str]) -> str:
         if self.wf.language == "airflow":  # a hand-written DAG: the Python file is the workflow
@@ -159,6 +200,13 @@ class WorkflowDescription(CrateGraph):
                     "description": "YAML workflow description run by twinprov on Apache Airflow.",
                 },
             )
+        builds = {st.build for st in self.wf.steps if st.build}
+        if builds:
+            self.add(
+                DOCKERFILE_FORMAT,
+                "CreativeWork",
+                {"name": "Dockerfile reference", "url": DOCKERFILE_FORMAT},
+            )
         for s in self.wf.sources:
             self.add_file(
                 self.root / "workflow" / s.rel_path,
@@ -166,11 +214,14 @@ class WorkflowDescription(CrateGraph):
                 {
                     "name": s.rel_path,
                     "description": (
-                        "Data-quality suite of the workflow"
+                        "Build instructions (Dockerfile) of the steps' container image"
+                        if s.rel_path in builds
+                        else "Data-quality suite of the workflow"
                         if s.rel_path.endswith(".json")
                         else "Step program run by the workflow"
                     ),
                     "encodingFormat": s.media_type,
+                    "conformsTo": ref(DOCKERFILE_FORMAT) if s.rel_path in builds else None,
                     "sha256": s.sha256,
                     "contentSize": str(s.size),
                 },
@@ -178,6 +229,12 @@ class WorkflowDescription(CrateGraph):
         executed = {t.task_id for t in self.tries}
         spec_name = self.wf.spec_path.name
         size = self.plan.spec_size
+        self.add(
+            COMPUTATIONAL_WORKFLOW_PROFILE,
+            "CreativeWork",
+            {"name": "Bioschemas ComputationalWorkflow profile", "version": "1.0-RELEASE"},
+        )
+        publisher = self.add_publisher()
         entity = self.add_file(
             self.root / "workflow" / spec_name,
             f"workflow/{spec_name}",
@@ -195,8 +252,11 @@ class WorkflowDescription(CrateGraph):
                 "contentSize": str(size),
                 "input": refs(wf_param(p.name) for p in self.wf.params),
                 "output": refs(wf_output(s.id, o.name) for s in self.wf.steps for o in s.outputs),
-                "hasPart": refs(tool_id(s.id) for s in self.wf.steps if s.id in executed),
+                "hasPart": refs(self.tool(s.id) for s in self.wf.steps if s.id in executed),
                 "step": refs(step_id(s.id) for s in self.wf.steps),
+                "conformsTo": ref(COMPUTATIONAL_WORKFLOW_PROFILE),
+                "url": self.wf.homepage,
+                "sdPublisher": ref(publisher) if publisher else None,
             },
         )
         return str(entity.id)
@@ -289,10 +349,14 @@ class WorkflowDescription(CrateGraph):
                     "name": s.id,
                     "description": s.description,
                     "position": s.position,
-                    "workExample": ref(tool_id(s.id)),
+                    "workExample": ref(self.tool(s.id)),
                     "connection": refs(connections),
+                    BUILD_INSTRUCTIONS[0]: ref(quote(f"workflow/{s.build}")) if s.build else None,
                 },
             )
+            if s.build:
+                term, iri = BUILD_INSTRUCTIONS
+                self.crate.metadata.extra_terms[term] = iri
             self.add_tool(s, envs.get(s.id, []), s.id in executed)
 
     def add_tool(self, s: StepSpec, envs: list[str], executed: bool) -> None:
@@ -308,7 +372,7 @@ class WorkflowDescription(CrateGraph):
         if not executed:
             description += " (not executed in this run)"
         self.add(
-            tool_id(s.id),
+            self.tool(s.id),
             "SoftwareApplication",
             {
                 "name": s.id,
@@ -320,6 +384,7 @@ class WorkflowDescription(CrateGraph):
                 "containerImage": ref(image) if image else None,
                 "softwareRequirements": refs(sorted(set(envs))),
                 "mainEntity": ref(quote(f"workflow/{s.sources[0]}")) if s.sources else None,
+                "url": s.homepage,
             },
         )
         declared = {p.name: p for p in self.wf.params}
@@ -391,7 +456,7 @@ class WorkflowDescription(CrateGraph):
         digest = env.get("digest")
         if not digest or env.get("kind") != "python":
             return None
-        ident = f"#environment/python-{q(digest)}"
+        ident = self.software_id(f"#environment/python-{q(digest)}")
         if ident in self.crate:
             return ident
         version = env.get("python_version")
@@ -433,10 +498,15 @@ class WorkflowDescription(CrateGraph):
                 self.copied += 1
             elif d.mode == "reference":
                 props["description"] = (
-                    f"Not copied into the crate ({rec.size} bytes, above the copy threshold); "
-                    "referenced where the run wrote it."
+                    f"Not copied into the crate ({rec.size} bytes, above the copy threshold): "
+                    "identified by its sha256. The run wrote it at contentUrl (a hint: the "
+                    "bytes may have moved); `twinprov crate RUN --resolve DATA_DIR` finds them "
+                    "by checksum, and `--zip --with-data` packs them as "
+                    f"{packed_data_name(rec.sha256)}."
                 )
-                self.add_file(ident, None, props)
+                props["contentUrl"] = rec.path.resolve().as_uri()
+                props["alternateName"] = str(rec.path)
+                self.add(ident, "File", props)
                 self.referenced += 1
             else:
                 props["description"] = (

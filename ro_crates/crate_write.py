@@ -128,7 +128,7 @@ def build_crate(
     The crate is built in a temporary sibling folder and renamed to ``dest`` (replacing an
     older crate), so a reader never sees half a crate. Every file the crate describes is hashed
     first: bytes that still match the recorded sha256 are shipped (copied when at most
-    ``copy_threshold_bytes``, else referenced by ``file://`` URI); bytes overwritten since the
+    ``copy_threshold_bytes``, else referenced by sha256); bytes overwritten since the
     run are described without a payload.
 
     Args:

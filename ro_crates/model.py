@@ -16,6 +16,8 @@ __all__ = [
     "CrateInput",
     "FileRecord",
     "MlflowRunRef",
+    "Organization",
+    "Publication",
     "ParamSpec",
     "Person",
     "RunInfo",
@@ -48,6 +50,31 @@ class Person:
     orcid: str | None = None
     email: str | None = None
     affiliation: str | None = None
+    affiliation_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Organization:
+    """An organisation (a publisher, an author's affiliation)."""
+
+    name: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Publication:
+    """How the deployment publishes crates (its settings), not what the run did."""
+
+    base_uri: str | None = None
+    """Absolute base URI under which software entities (tools, engine, environments) of a run's
+    crate are named ``BASE/DAG_ID/RUN_ID/#…`` (data entities keep their paths in the crate)."""
+
+    publisher: Organization | None = None
+    """Who publishes the crates, when the spec names none."""
+    engine_url: str | None = None
+    """Web page of the engine (twinprov) as this deployment runs it."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """The twinprov settings that shaped the run (no secret), shipped as a configuration file."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,10 @@ class StepSpec:
     """Environment variables the spec sets for the step, as written."""
     sources: tuple[str, ...] = ()
     """Files of the workflow folder the command runs (``${workflow_dir}/…``), relative to it."""
+    homepage: str | None = None
+    """Web page of the step's program."""
+    build: str | None = None
+    """The image's build instructions (a Dockerfile of the workflow folder), relative to it."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +174,10 @@ class WorkflowInfo:
     """What ``spec_path`` is written in: ``twinprov`` (a YAML workflow spec), ``airflow`` (a
     hand-written Python DAG file; its tasks are the steps) or ``cwl`` (a CWL document; ``version``
     is its cwlVersion)."""
+    homepage: str | None = None
+    """Web page of the workflow."""
+    publisher: Organization | None = None
+    """Who publishes the workflow's runs, as the spec says."""
 
     def step(self, step_id: str) -> StepSpec | None:
         """The step with this id, or ``None``."""
@@ -277,3 +312,5 @@ class CrateInput:
     mlflow_runs: tuple[MlflowRunRef, ...] = ()
     verdict: Mapping[str, Any] | None = None
     """Reproducibility verdict of a rerun (see twinprov.app.rerun)."""
+    publication: Publication = field(default_factory=Publication)
+    """The deployment's publication settings (base URI, publisher, settings file)."""

@@ -229,7 +229,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def cmd_demo(ns: argparse.Namespace) -> int:
     from twinprov.dags.runner import prepare_environment
+    from twinprov.provenance.config import demo_environment
 
+    os.environ.update(demo_environment(dict(os.environ)))  # the demo's publication settings
     prepare_environment()  # before anything imports Airflow
     out.rule("twinprov demo: drought early warning for the Alps")
     outcome, summary = _drive(DEMO_WORKFLOW, {})
@@ -309,10 +311,56 @@ def cmd_crate(ns: argparse.Namespace) -> int:
             err.print(f"  {m}")
         if report.required:
             return 1
+    if ns.resolve or ns.with_data:
+        return _crate_with_data(ns, settings, rec, path)
     if ns.zip:
         base = path.parent / f"{rec.dag_id}-{path.parent.name}-crate"
         path = Path(shutil.make_archive(str(base), "zip", root_dir=path))
     print(path)
+    return 0
+
+
+def _crate_with_data(ns: argparse.Namespace, settings: Settings, rec: Any, path: Path) -> int:
+    """``twinprov crate RUN --resolve DIR`` / ``--zip --with-data``: the referenced files found
+    by sha256 (at their recorded place in the run's folder, or under the ``--resolve``
+    folders), placed in the crate or packed with it."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from twinprov.app.crate_data import place_in_crate, resolve_crate_data, zip_with_data
+    from twinprov.provenance.workspace import run_dir
+
+    if ns.with_data and not ns.zip:
+        raise TwinprovError("--with-data packs the data into the zip: add --zip")
+    own = run_dir(settings.runs_dir, rec.dag_id, rec.run_id)
+    folders = [Path(f).expanduser() for f in ns.resolve]
+    found, missing = resolve_crate_data(path, folders, hints_inside=own)
+    for m in missing:
+        err.print(f"not found: {m.name} (sha256 {m.sha256[:12]}…, was {m.hint or '?'})")
+    if missing:
+        err.print(f"{len(missing)} referenced file(s) not found: add --resolve DATA_DIR")
+        return 1
+    if not ns.zip:
+        place_in_crate(path, found)
+        for sha, p in sorted(found.items()):
+            err.print(f"sha256 {sha[:12]}… → {p}", soft_wrap=True)
+        print(path)
+        return 0
+    dest = path.parent / f"{rec.dag_id}-{path.parent.name}-crate-with-data.zip"
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"packing {len(found)} data file(s)", total=None)
+
+        def advance(added: int, total: int) -> None:
+            bar.update(task, advance=added, total=total)
+
+        zip_with_data(path, found, dest, advance)
+    print(dest)
     return 0
 
 
@@ -345,6 +393,8 @@ def cmd_rerun(ns: argparse.Namespace) -> int:
                 )
             crate = Path(str(rec.publication["crate"]))
             ref = f"{rec.dag_id}/{rec.run_id}"
+        if ns.resolve:  # a moved crate: its referenced outputs, found by sha256
+            _place_resolved(crate, ns.resolve)
         original = read_crate(crate)
         changed = changed_inputs(settings, original)
     except RerunError as e:
@@ -384,6 +434,17 @@ def cmd_rerun(ns: argparse.Namespace) -> int:
         _print_summary(summary)
         _print_verdict(verdict)
     return verdict.exit_code
+
+
+def _place_resolved(crate: Path, folders: Sequence[str]) -> None:
+    """Put the crate's referenced files found by sha256 under ``folders`` into the crate (where
+    the rerun's comparison reads them); say which were not found."""
+    from twinprov.app.crate_data import place_in_crate, resolve_crate_data
+
+    found, missing = resolve_crate_data(crate, [Path(f).expanduser() for f in folders])
+    place_in_crate(crate, found)
+    for m in missing:
+        err.print(f"not found in --resolve: {m.name} (sha256 {m.sha256[:12]}…)")
 
 
 def _print_verdict(v: Verdict) -> None:
@@ -529,10 +590,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("--zip", action="store_true", help="write and print a .zip of the crate")
     s.add_argument("--check", action="store_true", help="check it with rocrate-validator first")
+    s.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="DATA_DIR",
+        help="find the files the crate references by sha256 in DATA_DIR (repeatable)",
+    )
+    s.add_argument(
+        "--with-data", action="store_true", help="with --zip: pack the referenced files too"
+    )
     s.set_defaults(func=cmd_crate)
     s = sub.add_parser("rerun", help="re-run a run (or a crate) and say whether it reproduced")
     s.add_argument("run", help="RUN_ID, DAG_ID/RUN_ID, 'latest', a crate folder or a crate .zip")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="DATA_DIR",
+        help="find the original's outputs the crate references (by sha256) in DATA_DIR",
+    )
     s.set_defaults(func=cmd_rerun)
     s = sub.add_parser("pods", help="the pod manifests a workflow would submit (YAML)")
     s.add_argument("workflow")

@@ -55,3 +55,15 @@ def test_the_endpoint_reads_through_the_same_parser(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AIRFLOW__TWINPROV__QUERY_ROW_CAP", "lots")
     with pytest.raises(ConfigError, match=r"\[twinprov\] query_row_cap .*not a whole number"):
         EndpointSettings.from_airflow()
+
+
+def test_publication_urls_must_be_absolute_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twinprov.provenance.config import Settings
+
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CRATE_BASE_URI", "crates/here")
+    with pytest.raises(ConfigError, match=r"crate_base_uri.*absolute http"):
+        Settings.load()
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CRATE_BASE_URI", "https://dt.example.org/crates/")
+    monkeypatch.setenv("AIRFLOW__TWINPROV__CRATE_PUBLISHER", "DT Centre")
+    s = Settings.load()
+    assert (s.crate_base_uri, s.crate_publisher) == ("https://dt.example.org/crates/", "DT Centre")

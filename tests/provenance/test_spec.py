@@ -231,3 +231,25 @@ def test_secrets_come_from_the_store_the_target_can_read() -> None:
     assert any("needs both 'secret' and 'key'" in i for i in issues)
     issues = _issues(_with(s0__secrets=[{**var, "field": "password"}]))
     assert any(i.startswith("steps[0].secrets[0].field: only with 'connection:'") for i in issues)
+
+
+def test_build_instructions_must_be_a_file_beside_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    data = _with(s0__build="Dockerfile", s1__build="../outside/Dockerfile")
+    data["steps"][1]["image"] = "python:3.11-slim"
+    data["steps"][0]["homepage"] = "not a url"
+    spec_file = tmp_path / "wf.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as exc:
+        load_spec(spec_file)
+    assert [i.path for i in exc.value.issues] == ["steps[0].homepage"]
+    data["steps"][0].pop("homepage")
+    spec_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as exc:
+        load_spec(spec_file)
+    (issue,) = exc.value.issues
+    assert issue.path == "steps[1].build" and "outside the spec's folder" in issue.message
+    data["steps"][1]["build"] = "Dockerfile"
+    spec_file.write_text(yaml.safe_dump(data))
+    spec = load_spec(spec_file)
+    assert spec.build_of(spec.step("a")) == "Dockerfile"

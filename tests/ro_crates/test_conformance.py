@@ -34,7 +34,8 @@ def test_success_crate_conforms(settings: Settings, tmp_path: Path) -> None:
     spec = mini_spec(tmp_path)
     mini_success(settings, spec)
     data = crate_input_from_ledger(settings, "mini_crate", RUN)
-    # small threshold: one output is referenced by file:// URI; another has an odd name
+    # small threshold: one output is referenced by sha256 (its path a hint); another has an odd
+    # name
     assert_conforms(build_crate(data, tmp_path / "crate", copy_threshold_bytes=1000))
 
 

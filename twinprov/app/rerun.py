@@ -136,20 +136,39 @@ def _crate_file(crate_dir: Path, ident: str, what: str) -> Path:
     return path
 
 
-def _local_path(crate_dir: Path, ident: str, references: Path | None) -> Path | None:
-    """Where a recorded file can be read now: a file of the crate, or a ``file://`` reference
-    inside ``references`` (the run's own folder, for a crate twinprov published here); never
-    anything else."""
-    if ident.startswith("file://"):
-        if references is None:
-            return None
-        p = Path(unquote(urlparse(ident).path))
-        ok = p.is_absolute() and not p.is_symlink() and _inside(references, p)
-        return p if ok and p.is_file() else None
+def _local_path(
+    crate_dir: Path, ident: str, references: Path | None, hint: str | None = None
+) -> Path | None:
+    """Where a recorded file can be read now: a file of the crate; for a file referenced by
+    checksum, its bytes packed with the crate (``data/sha256-…``, see
+    :mod:`twinprov.app.crate_data`) or its location hint (a ``file://`` URI) inside
+    ``references`` (the run's own folder, for a crate twinprov published here); never anything
+    else."""
+    if ident.startswith("#sha256-"):  # referenced by checksum
+        return _by_checksum(crate_dir, ident.removeprefix("#sha256-"), hint, references)
+    if ident.startswith("file://"):  # crates published before references were by checksum
+        hint = ident
+        return _by_checksum(crate_dir, "", hint, references)
     if "://" in ident or ident.startswith("#"):
         return None
     p = _crate_file(crate_dir, ident, "file")
     return p if p.is_file() else None
+
+
+def _by_checksum(
+    crate_dir: Path, sha256: str, hint: str | None, references: Path | None
+) -> Path | None:
+    from twinprov.ro_crates.crate_terms import packed_data_name
+
+    if re.fullmatch(r"[0-9a-f]{64}", sha256):
+        packed = _crate_file(crate_dir, packed_data_name(sha256), "packed data")
+        if packed.is_file():
+            return packed
+    if references is None or not hint or not hint.startswith("file://"):
+        return None
+    p = Path(unquote(urlparse(hint).path))
+    ok = p.is_absolute() and not p.is_symlink() and _inside(references, p)
+    return p if ok and p.is_file() else None
 
 
 def _sha256(path: Path) -> str:
@@ -242,7 +261,7 @@ def read_crate(
                             name,
                             str(f["sha256"]),
                             str(f.get("encodingFormat") or ""),
-                            _local_path(crate_dir, f.id, references),
+                            _local_path(crate_dir, f.id, references, f.get("contentUrl")),
                         )
                     else:
                         inputs.setdefault(step, {})[name] = str(f["sha256"])
