@@ -471,6 +471,7 @@ def crate_input_from_ledger(
         stac_items=_stac_items(rec.publication.get("stac_items"), tries),
         mlflow_runs=_mlflow_runs(rec.publication.get("mlflow_runs")),
         verdict=rec.publication.get("verdict"),
+        yprov=rec.publication.get("yprov"),
     )
 
 

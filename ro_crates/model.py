@@ -277,3 +277,5 @@ class CrateInput:
     mlflow_runs: tuple[MlflowRunRef, ...] = ()
     verdict: Mapping[str, Any] | None = None
     """Reproducibility verdict of a rerun (see twinprov.app.rerun)."""
+    yprov: Mapping[str, Any] | None = None
+    """Where the run's PROV-JSON document was pushed in yProv: ``{pid, location, parent_pid}``."""
