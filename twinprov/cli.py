@@ -210,6 +210,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for m in summary.get("mlflow_runs") or []:
         metrics = ", ".join(f"{k}={v:.3g}" for k, v in sorted((m.get("metrics") or {}).items()))
         out.print(f"MLflow {m['uri']} ({m['task_id']}): {metrics}")
+    if copy := summary.get("yprov"):
+        out.print(f"yProv  pid {copy['pid']} at {copy['location']}")
     for stage, why in (summary.get("gaps") or {}).items():
         out.print(f"[yellow]gap[/]    {stage}: {why}")
 

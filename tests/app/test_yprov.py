@@ -151,6 +151,8 @@ def test_unreachable_yprov_is_a_gap_that_publish_pending_fills(
         pid = rec.publication["yprov"]["pid"]
         assert pid in server.documents
         assert f"yProv: pid {pid}" in capsys.readouterr().out
+        assert main(["show", run.run_id, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["yprov"]["pid"] == pid
         _copy_in_prov(Path(rec.publication["files"]["prov.json"]))
     finally:
         server.stop()
