@@ -258,7 +258,9 @@ class PublishOperator(BaseOperator):
             self.log.warning("twinprov capture is off (TWINPROV_CAPTURE=off): nothing to publish")
             return {}
         ti = context["ti"]
-        pub = publish_run(Settings.load(), ti.dag_id, ti.run_id)
+        from twinprov.airflow.connections import yprov_connection
+
+        pub = publish_run(Settings.load(), ti.dag_id, ti.run_id, connection=yprov_connection)
         if pub.verdict is not None:
             v = pub.verdict
             self.log.info(

@@ -303,9 +303,10 @@ def publish_ended_run(dag_id: str, run_id: str) -> None:
         rec = ledger.run(dag_id, run_id)
     if rec is None or rec.info.get("dag_kind") != DAG_KIND:
         return
+    from twinprov.airflow.connections import yprov_connection
     from twinprov.app.publish import publish_run
 
-    pub = publish_run(settings, dag_id, run_id)
+    pub = publish_run(settings, dag_id, run_id, connection=yprov_connection)
     log.info("twinprov: published %s/%s (%s) to %s", dag_id, run_id, pub.state, pub.graph)
 
 

@@ -35,6 +35,10 @@ settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` 
 * ``step_env_passthrough``: comma-separated names or patterns (``MY_TOOL_*``) of environment
   variables local steps inherit besides the basics (PATH, HOME, locale…); steps never see the
   rest of the task process's environment (``AIRFLOW_CONN_*``, database URLs).
+* ``yprov_publish`` (``false``): push every run's PROV-JSON document to a yProvStore server at
+  publication; ``yprov_conn_id`` (``twinprov_yprov``): the Airflow connection naming that server
+  and its account (host, port, login, password; never a setting or the spec);
+  ``yprov_timeout_seconds`` (30): HTTP time limit of one request to it.
 """
 
 from __future__ import annotations
@@ -164,6 +168,12 @@ class Settings:
     crate_publisher_url: str = ""
     crate_engine_url: str = ""
     """Web page of twinprov as this deployment runs it."""
+    yprov_publish: bool = False
+    """Push every run's PROV document to yProv at publication (``twinprov.app.yprov``)."""
+    yprov_conn_id: str = "twinprov_yprov"
+    """Airflow connection of the yProvStore server (URL and account)."""
+    yprov_timeout_s: float = 30.0
+    """HTTP time limit of one request to the yProvStore server."""
 
     def captures(self, tags: object) -> bool:
         """Whether a DAG that is not a twinprov spec DAG, with these tags, is recorded."""
@@ -238,6 +248,9 @@ class Settings:
             step_env_passthrough=tuple(
                 p.strip() for p in (_cfg_value("step_env_passthrough") or "").split(",")
             ),
+            yprov_publish=_flag("yprov_publish"),
+            yprov_conn_id=setting("yprov_conn_id") or "twinprov_yprov",
+            yprov_timeout_s=number_setting("yprov_timeout_seconds", 30.0),
         )
 
 
@@ -267,6 +280,13 @@ def demo_environment(env: dict[str, str]) -> dict[str, str]:
     for key, value in DEMO_SETTINGS.items():
         out.setdefault(f"AIRFLOW__TWINPROV__{key.upper()}", value)
     return out
+def _flag(key: str) -> bool:
+    raw = (setting(key) or "false").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(
+            f"[twinprov] {key} (AIRFLOW__TWINPROV__{key.upper()}) = {raw!r}: must be true or false"
+        )
+    return raw in ("true", "1", "yes")
 
 
 def _capture_mode() -> str:

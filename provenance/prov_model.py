@@ -9,7 +9,7 @@ pure function of its arguments, so replaying events yields the same document.
 
 from __future__ import annotations
 
-__all__ = ["RunFacts", "build_document"]
+__all__ = ["RunFacts", "add_document_copy", "build_document"]
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -523,3 +523,31 @@ def _literal(value: Any) -> Any:
 def build_document(ids: Ids, facts: RunFacts, events: Iterable[TaskEvent]) -> ProvDocument:
     """The PROV document of one run."""
     return _Builder(ids, facts).build(collapse_tries(events))
+
+
+def add_document_copy(
+    doc: ProvDocument,
+    ids: Ids,
+    dag_id: str,
+    run_id: str,
+    *,
+    location: str,
+    pid: str,
+    parent_pid: str | None = None,
+) -> None:
+    """Record in ``doc`` that a copy of the run's PROV document is kept at ``location`` (e.g. a
+    yProvStore document): the document is a ``prov:Bundle`` entity, ``prov:atLocation`` is the
+    copy, ``twinprov:yprovPid`` its persistent identifier (``twinprov:yprovParentPid`` the
+    version it continues), ``twinprov:provenanceOf`` the run."""
+    tp = doc.add_namespace("twinprov", VOCAB)
+    run_ns = doc.add_namespace("run", ids.run_ns)
+    attrs: dict[Any, Any] = {
+        PROV_TYPE: _PROV["Bundle"],
+        PROV_LABEL: f"PROV document of {dag_id} {run_id}",
+        PROV_LOCATION: location,
+        tp["yprovPid"]: pid,
+        tp["provenanceOf"]: run_ns[ids.run_local(dag_id, run_id)],
+    }
+    if parent_pid:
+        attrs[tp["yprovParentPid"]] = parent_pid
+    doc.entity(run_ns[f"{ids.run_local(dag_id, run_id)}/prov"], attrs)

@@ -482,6 +482,7 @@ def crate_input_from_ledger(
         mlflow_runs=_mlflow_runs(rec.publication.get("mlflow_runs")),
         verdict=rec.publication.get("verdict"),
         publication=publication_of(settings),
+        yprov=rec.publication.get("yprov"),
     )
 
 

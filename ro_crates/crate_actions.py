@@ -279,6 +279,7 @@ class RunDescription(WorkflowDescription):
             if spec and spec not in self.crate:
                 self.add(spec, "CreativeWork", {"name": label})
             dest = f"prov/{name}"
+            copy = self.data.yprov if name == "prov.json" else None
             self.add_file(
                 self.root / dest,
                 dest,
@@ -288,6 +289,9 @@ class RunDescription(WorkflowDescription):
                     "conformsTo": ref(spec) if spec else None,
                     "about": ref("#run"),
                     "contentSize": size_of(source),
+                    # the same document in yProv (its pid, and where it is)
+                    "identifier": str(copy["pid"]) if copy else None,
+                    "sameAs": ref(str(copy["location"])) if copy else None,
                 },
             )
         for v in sorted(self.data.validations, key=lambda v: (v.output, v.sha256)):

@@ -314,3 +314,5 @@ class CrateInput:
     """Reproducibility verdict of a rerun (see twinprov.app.rerun)."""
     publication: Publication = field(default_factory=Publication)
     """The deployment's publication settings (base URI, publisher, settings file)."""
+    yprov: Mapping[str, Any] | None = None
+    """Where the run's PROV-JSON document was pushed in yProv: ``{pid, location, parent_pid}``."""

@@ -210,6 +210,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for m in summary.get("mlflow_runs") or []:
         metrics = ", ".join(f"{k}={v:.3g}" for k, v in sorted((m.get("metrics") or {}).items()))
         out.print(f"MLflow {m['uri']} ({m['task_id']}): {metrics}")
+    if copy := summary.get("yprov"):
+        out.print(f"yProv  pid {copy['pid']} at {copy['location']}")
     for stage, why in (summary.get("gaps") or {}).items():
         out.print(f"[yellow]gap[/]    {stage}: {why}")
 
@@ -539,14 +541,19 @@ def cmd_export(ns: argparse.Namespace) -> int:
 
 
 def cmd_publish(ns: argparse.Namespace) -> int:
+    import dataclasses
+
+    from twinprov.airflow.connections import yprov_connection
     from twinprov.app.publish import publish_pending, publish_run
 
     settings = _settings()
+    if "yprov" in (ns.to or ()):
+        settings = dataclasses.replace(settings, yprov_publish=True)
     if ns.pending:
-        pubs = publish_pending(settings)
+        pubs = publish_pending(settings, connection=yprov_connection)
     elif ns.run:
         rec = find_run(Ledger(settings.ledger_url), ns.run)
-        pubs = [publish_run(settings, rec.dag_id, rec.run_id)]
+        pubs = [publish_run(settings, rec.dag_id, rec.run_id, connection=yprov_connection)]
     else:
         raise TwinprovError("name a RUN or pass --pending")
     for p in pubs:
@@ -554,9 +561,21 @@ def cmd_publish(ns: argparse.Namespace) -> int:
             f"{p.triples} triples" if p.store_error is None else f"store pending: {p.store_error}"
         )
         out.print(f"{p.dag_id}/{p.run_id}: {p.state}, {where}")
+        _print_yprov(settings, p)
     if not pubs:
         out.print("nothing pending")
-    return 1 if any(p.store_error for p in pubs) else 0
+    return 1 if any(p.store_error or "yprov" in p.gaps for p in pubs) else 0
+
+
+def _print_yprov(settings: Settings, p: Any) -> None:
+    if "yprov" in p.gaps:
+        out.print(f"  yProv: not pushed: {escape(p.gaps['yprov'])}")
+        return
+    rec = Ledger(settings.ledger_url).run(p.dag_id, p.run_id)
+    copy = rec.publication.get("yprov") if rec else None
+    if copy:
+        parent = f" (new version of {copy['parent_pid']})" if copy.get("parent_pid") else ""
+        out.print(f"  yProv: pid {copy['pid']}{parent} at {copy['location']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -638,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("publish", help="(re)publish a run, or every pending run")
     s.add_argument("run", nargs="?")
     s.add_argument("--pending", action="store_true")
+    s.add_argument(
+        "--to", action="append", choices=["yprov"], help="also push the run there (yprov)"
+    )
     s.set_defaults(func=cmd_publish)
     s = sub.add_parser("validate-spec", help="check workflow spec files; names every error")
     s.add_argument("files", nargs="*")

@@ -14,33 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.secret_sweep import files_under, find_secrets
 from tests.stack import checks
 from tests.stack.conftest import Planted
 from tests.stack.services import Stack
 from tests.stack.workflows import KUBE_SECRETS
 from twinprov.provenance.workspace import workspace_dir
-
-
-def _encodings(value: str) -> set[bytes]:
-    import base64
-    from urllib.parse import quote
-
-    raw = value.encode()
-    return {raw, quote(value, safe="").encode(), base64.b64encode(raw)}
-
-
-def _find(blobs: dict[str, bytes], secrets: dict[str, str]) -> list[str]:
-    hits = []
-    for what, value in secrets.items():
-        for enc in _encodings(value):
-            for where, data in blobs.items():
-                if enc in data:
-                    hits.append(f"{what} in {where}")
-    return hits
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def test_no_secret_in_any_artifact(stack: Stack, planted: Planted) -> None:
@@ -74,10 +53,10 @@ def test_no_secret_in_any_artifact(stack: Stack, planted: Planted) -> None:
     dump = httpx.get(stack.sparql_gsp_url, headers={"Accept": "application/n-quads"}, timeout=120)
     assert dump.status_code == 200 and dump.content
     blobs["graph store (every quad)"] = dump.content
-    blobs.update(_files(stack.twinprov_home))
-    blobs.update(_files(stack.root / "mlartifacts"))
+    blobs.update(files_under(stack.twinprov_home))
+    blobs.update(files_under(stack.root / "mlartifacts"))
     secrets = planted.all(stack)
-    hits = _find(blobs, secrets)
+    hits = find_secrets(blobs, secrets)
     kinds = {
         "PROV files": sum(1 for k in blobs if "/prov/" in k),
         "crate files": sum(1 for k in blobs if "/crate/" in k),

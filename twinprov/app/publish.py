@@ -37,7 +37,7 @@ from twinprov.provenance.errors import PublishError, RunNotFoundError, StoreErro
 from twinprov.provenance.files import atomic_write
 from twinprov.provenance.ids import Ids
 from twinprov.provenance.ledger import Ledger, RunRecord, TaskEvent
-from twinprov.provenance.prov_model import RunFacts, build_document
+from twinprov.provenance.prov_model import RunFacts, add_document_copy, build_document
 from twinprov.provenance.record import StepTry, Verdict, collapse_tries, latest_tries, run_state
 from twinprov.provenance.spec import RERUN_PARAM
 from twinprov.provenance.store import GraphStore, open_store
@@ -324,6 +324,10 @@ class PublishContext:
     spec: Any
     publication: dict[str, Any] = field(default_factory=dict)
     gaps: dict[str, str] = field(default_factory=dict)
+    document: ProvDocument | None = None
+    """The run's PROV document, for the stages of :data:`WITH_PROV`."""
+    connection: Callable[[str], Any] | None = None
+    """Airflow connection lookup (``twinprov.airflow.connections``) for stages that log in."""
 
 
 @dataclass(frozen=True)
@@ -429,6 +433,19 @@ AFTER_PROV: tuple[Stage, ...] = (
 """Stages that publish the run elsewhere, after its PROV files and ledger row are written."""
 
 
+def _yprov_stage(ctx: PublishContext) -> None:
+    from twinprov.app.yprov import yprov_stage
+
+    doc = ctx.document
+    if doc is not None:
+        yprov_stage(ctx, lambda: _serialize(doc, "provjson"), ctx.connection)
+
+
+WITH_PROV: tuple[Stage, ...] = (Stage("yprov", _yprov_stage),)
+"""Stages that send the PROV document elsewhere before its files are written (where the copy
+went is then recorded in the document itself)."""
+
+
 def _run_stages(ctx: PublishContext, stages: Sequence[Stage]) -> None:
     for stage in stages:
         try:
@@ -439,13 +456,20 @@ def _run_stages(ctx: PublishContext, stages: Sequence[Stage]) -> None:
             log.warning("twinprov: publication stage %s not done: %s", stage.name, reason)
 
 
-def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
+def publish_run(
+    settings: Settings,
+    dag_id: str,
+    run_id: str,
+    *,
+    connection: Callable[[str], Any] | None = None,
+) -> Publication:
     """Publish one run: the stages of :data:`BEFORE_PROV`, the PROV files and the ledger row,
     the stages of :data:`AFTER_PROV`, then the graph store.
 
     Only the PROV files and the ledger are essential; a stage that fails is recorded as a gap of
     the publication (its name, the reason), which ``twinprov publish RUN`` fills in later. A
-    graph store that cannot be reached leaves the run pending for it.
+    graph store that cannot be reached leaves the run pending for it. ``connection`` looks up
+    Airflow connections (for yProv; default: Airflow's ``AIRFLOW_CONN_*`` variables).
     """
     ledger = Ledger(settings.ledger_url)
     ledger.ingest_spool(settings.spool_dir)
@@ -463,6 +487,7 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         ended=datetime.now(UTC).isoformat(),
         graph=Ids(settings.base_iri).run(dag_id, run_id),
         spec=_spec_of(rec),
+        connection=connection,
     )
     _run_stages(ctx, BEFORE_PROV)
     publication = ctx.publication
@@ -476,6 +501,18 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         publication.get("verdict"),
     )
     doc = build_document(Ids(settings.base_iri), facts, events)
+    ctx.document = doc
+    _run_stages(ctx, WITH_PROV)
+    if copy := publication.get("yprov"):
+        add_document_copy(
+            doc,
+            Ids(settings.base_iri),
+            dag_id,
+            run_id,
+            location=copy["location"],
+            pid=copy["pid"],
+            parent_pid=copy.get("parent_pid"),
+        )
     texts = {PROV_FORMATS[f]: _serialize(doc, f) for f in PROV_FORMATS}
     files = _write_atomically(run_dir(settings.runs_dir, dag_id, run_id) / "prov", texts)
     digest = hashlib.sha256(texts[PROV_FORMATS["provjson"]].encode()).hexdigest()
@@ -572,15 +609,19 @@ def catch_up(settings: Settings, store: GraphStore) -> int:
     return loaded
 
 
-def publish_pending(settings: Settings) -> list[Publication]:
-    """Publish every run whose ledger has events it has not published (e.g. a killed publish)."""
+def publish_pending(
+    settings: Settings, *, connection: Callable[[str], Any] | None = None
+) -> list[Publication]:
+    """Publish every run whose ledger has events it has not published (e.g. a killed publish),
+    or whose last publication left gaps (e.g. yProv unreachable)."""
     ledger = Ledger(settings.ledger_url)
     ledger.ingest_spool(settings.spool_dir)
     done = []
     for rec in ledger.runs():
-        if rec.published_digest and rec.published_digest == rec.stored_digest:
+        gaps = rec.publication.get("gaps")
+        if rec.published_digest and rec.published_digest == rec.stored_digest and not gaps:
             continue
-        done.append(publish_run(settings, rec.dag_id, rec.run_id))
+        done.append(publish_run(settings, rec.dag_id, rec.run_id, connection=connection))
     return done
 
 

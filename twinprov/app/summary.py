@@ -119,4 +119,5 @@ def run_summary(settings: Settings, rec: RunRecord) -> dict[str, Any]:
         ],
         "gaps": fresh.publication.get("gaps") or {},
         "verdict": fresh.publication.get("verdict"),
+        "yprov": fresh.publication.get("yprov"),
     }

@@ -1,0 +1,31 @@
+"""The secrets sweep: search bytes (files, database dumps, graph-store dumps) for planted secret
+values, raw, percent-encoded and base64-encoded. Used by every test that checks that no secret
+reaches a published file (the stack's, the yProv publication's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _encodings(value: str) -> set[bytes]:
+    import base64
+    from urllib.parse import quote
+
+    raw = value.encode()
+    return {raw, quote(value, safe="").encode(), base64.b64encode(raw)}
+
+
+def find_secrets(blobs: dict[str, bytes], secrets: dict[str, str]) -> list[str]:
+    """``"<what> in <where>"`` for each secret found in a blob."""
+    hits = []
+    for what, value in secrets.items():
+        for enc in _encodings(value):
+            for where, data in blobs.items():
+                if enc in data:
+                    hits.append(f"{what} in {where}")
+    return hits
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every file under ``root``, by path."""
+    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
