@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
-from twinprov.airflow import dag_capture
+from twinprov.airflow import dag_capture, openlineage_ids
 from twinprov.airflow.airflow_compat import dag_run_of, template_context
 from twinprov.provenance.config import Settings
 from twinprov.provenance.ledger import TaskEvent, record_event
@@ -142,6 +142,8 @@ def _event(
             if state != "running":
                 payload.update(dag_capture.asset_payload(task, template_context(ti)))
         run_info = _run_info(ti, task, settings)
+        if state == "running" and (ol_ids := openlineage_ids.provider_run_ids(ti)):
+            payload["openlineage"] = ol_ids  # Airflow's OpenLineage provider's run ids
         if role == HAND_WRITTEN_ROLE:
             dr = dag_run_of(ti)
             run_info.update(

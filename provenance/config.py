@@ -27,6 +27,8 @@ settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` 
 * ``capture`` (``tagged``): which DAGs the listener records. ``specs``: only the DAGs of
   twinprov's workflow specs; ``tagged``: those and every DAG tagged ``twinprov``; ``all``: every
   DAG (hand-written DAGs included).
+* ``openlineage`` (``off``): ``on`` sends each run's OpenLineage events at publication, to the
+  transport OpenLineage's own configuration names (``openlineage.yml``, ``OPENLINEAGE_*``).
 * ``step_env_passthrough``: comma-separated names or patterns (``MY_TOOL_*``) of environment
   variables local steps inherit besides the basics (PATH, HOME, locale…); steps never see the
   rest of the task process's environment (``AIRFLOW_CONN_*``, database URLs).
@@ -150,6 +152,9 @@ class Settings:
     """Extra environment variables (names or patterns) local steps inherit."""
     capture: str = "tagged"
     """Which DAGs the listener records (one of :data:`CAPTURE_MODES`)."""
+    openlineage: bool = False
+    """Whether each publication sends the run's OpenLineage events (``[twinprov] openlineage``;
+    where to is OpenLineage's own configuration: ``openlineage.yml``, ``OPENLINEAGE_*``)."""
 
     def captures(self, tags: object) -> bool:
         """Whether a DAG that is not a twinprov spec DAG, with these tags, is recorded."""
@@ -217,10 +222,20 @@ class Settings:
             sparql_gsp_url=(_cfg_value("sparql_gsp_url") or "").strip(),
             sparql_timeout_s=number_setting("sparql_timeout_seconds", 60.0),
             capture=_capture_mode(),
+            openlineage=_on_off("openlineage"),
             step_env_passthrough=tuple(
                 p.strip() for p in (_cfg_value("step_env_passthrough") or "").split(",")
             ),
         )
+
+
+def _on_off(key: str) -> bool:
+    raw = (setting(key) or "off").lower()
+    if raw not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(
+            f"[twinprov] {key} (AIRFLOW__TWINPROV__{key.upper()}) = {raw!r}: must be on or off"
+        )
+    return raw in ("on", "true", "1", "yes")
 
 
 def _capture_mode() -> str:

@@ -397,6 +397,12 @@ def _mlflow_tags_stage(ctx: PublishContext) -> None:
     )
 
 
+def _openlineage_stage(ctx: PublishContext) -> None:
+    from twinprov.app.lineage import openlineage_stage
+
+    openlineage_stage(ctx)
+
+
 BEFORE_PROV: tuple[Stage, ...] = (
     Stage("mlflow", _mlflow_stage),
     Stage("verdict", _rerun_verdict_stage),
@@ -409,6 +415,7 @@ AFTER_PROV: tuple[Stage, ...] = (
     Stage("stac", _stac_items_stage),
     Stage("crate", _crate_stage),
     Stage("mlflow_tags", _mlflow_tags_stage),
+    Stage("openlineage", _openlineage_stage),
 )
 """Stages that publish the run elsewhere, after its PROV files and ledger row are written."""
 
@@ -562,7 +569,8 @@ def publish_pending(settings: Settings) -> list[Publication]:
     ledger.ingest_spool(settings.spool_dir)
     done = []
     for rec in ledger.runs():
-        if rec.published_digest and rec.published_digest == rec.stored_digest:
+        resend = "openlineage" in (rec.publication.get("gaps") or {})  # events not sent yet
+        if rec.published_digest and rec.published_digest == rec.stored_digest and not resend:
             continue
         done.append(publish_run(settings, rec.dag_id, rec.run_id))
     return done
