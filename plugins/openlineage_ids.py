@@ -9,14 +9,26 @@ recorded in the task event; the publication (which imports no Airflow) only read
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from twinprov.airflow.airflow_compat import dag_run_of
 
+log = logging.getLogger(__name__)
+
 
 def provider_run_ids(ti: Any) -> dict[str, str] | None:
     """``{namespace, task_run_id, dag_run_id}`` as the provider builds them for this try;
-    ``None`` without the provider, when it is disabled, or without a DAG run to read."""
+    ``None`` without the provider, when it is disabled, or without a DAG run to read. Never
+    raises: without them, the events get twinprov's own run ids."""
+    try:
+        return _provider_run_ids(ti)
+    except Exception as e:
+        log.warning("twinprov: the OpenLineage provider's run ids not read: %s", e)
+        return None
+
+
+def _provider_run_ids(ti: Any) -> dict[str, str] | None:
     try:
         from airflow.providers.openlineage import conf
         from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter

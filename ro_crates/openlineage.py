@@ -77,6 +77,7 @@ _END = {
     "interrupted": RunState.FAIL,
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_OBJECT_STORES = ("gs", "gcs", "wasbs", "abfss")
 _TABLES = ("text/csv", "application/vnd.apache.parquet", "application/x-parquet")
 _NETCDF = ("application/x-netcdf", "application/netcdf")
 
@@ -140,7 +141,10 @@ def dataset_naming(location: str, host: str | None = None) -> tuple[str, str]:
         s3 = S3(bucket_name=parts.netloc, object_key=parts.path.lstrip("/") or "/")
         return s3.get_namespace(), s3.get_name()
     if scheme and scheme != "file" and len(scheme) > 1:  # not a Windows drive letter
-        return f"{scheme}://{parts.netloc}", parts.path or "/"  # gs://, hdfs://, abfss://…
+        path = parts.path or "/"
+        if scheme in _OBJECT_STORES:  # a bucket's object key, without the leading slash
+            path = path.lstrip("/") or "/"
+        return f"{scheme}://{parts.netloc}", path  # gs://, hdfs://, abfss://…
     path = parts.path if scheme == "file" else location
     host = (parts.netloc if scheme == "file" else "") or host
     fs: LocalFileSystem | RemoteFileSystem = (
@@ -289,7 +293,8 @@ def run_events(run: LineageRun) -> list[RunEvent]:
     """The run's OpenLineage events, in time order: the DAG run's START, each task try's START
     and end, the DAG run's end (none while it is still running)."""
     now = datetime.now(UTC)
-    dag_start = _time(run.info.get("run_start"), now)
+    first = min((t.start for t in run.tries if t.start), default=None)
+    dag_start = _time(run.info.get("run_start") or first, now)
     dag_run_id = _dag_run_id(run)
     dag_job = Job(namespace=run.namespace, name=run.dag_id, facets={"jobType": _job_type("DAG")})
     verdict = run.verdict or {}

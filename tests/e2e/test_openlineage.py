@@ -167,6 +167,25 @@ def test_facet_schema_is_shipped_and_names_every_field() -> None:
     assert set(props) == fields
 
 
+@pytest.mark.parametrize(
+    ("location", "host", "expected"),
+    [
+        ("/data/a.csv", "node1", ("file://node1", "/data/a.csv")),
+        ("/data/a.csv", None, ("file", "/data/a.csv")),
+        ("file://hpc/scratch/x.nc", "node1", ("file://hpc", "/scratch/x.nc")),
+        ("s3://bucket/runs/x.nc", None, ("s3://bucket", "runs/x.nc")),
+        ("gs://b/k/x.zarr", None, ("gs://b", "k/x.zarr")),
+        ("hdfs://nn:8020/d/x.parquet", None, ("hdfs://nn:8020", "/d/x.parquet")),
+    ],
+)
+def test_dataset_names_follow_openlineage_naming(
+    location: str, host: str | None, expected: tuple[str, str]
+) -> None:
+    from twinprov.ro_crates.openlineage import dataset_naming
+
+    assert dataset_naming(location, host) == expected
+
+
 @pytest.fixture
 def lineage_file(
     tmp_path: Path, twinprov_home: Path, monkeypatch: pytest.MonkeyPatch
