@@ -87,24 +87,16 @@ def _child() -> None:
     )
 
 
-def main() -> None:
-    if os.environ.get("TWINPROV_BENCH_CHILD"):
-        _child()
-        return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--tasks", type=int, default=10)
-    ap.add_argument("--seconds", type=float, default=1.0)
-    ns = ap.parse_args()
-
+def prepare(tasks: int, seconds: float) -> dict[str, str]:
+    """A throw-away home with the DAG in its DAGs folder; the environment of a timed child run
+    (the provider's file transport writes to ``openlineage.jsonl`` there)."""
     root = Path(tempfile.mkdtemp(prefix="twinprov-bench-dag-"))
     dags = root / "dags"
     out = root / "out"
     dags.mkdir()
     out.mkdir()
-    (dags / "capture_bench_dag.py").write_text(
-        DAG.format(out=str(out), tasks=ns.tasks, seconds=ns.seconds)
-    )
+    dag = DAG.format(out=str(out), tasks=tasks, seconds=seconds)
+    (dags / "capture_bench_dag.py").write_text(dag)
     base = dict(
         os.environ,
         TWINPROV_HOME=str(root / "home"),
@@ -116,18 +108,37 @@ def main() -> None:
         ),
     )
     base.pop("AIRFLOW__TWINPROV__CAPTURE", None)  # the default: tagged
+    return base
+
+
+def run_once(base: dict[str, str], env: dict[str, str], label: str) -> dict[str, float]:
+    """One timed run of the DAG in a fresh process with ``env`` on top of ``base``."""
+    proc = subprocess.run(
+        [sys.executable, __file__], env={**base, **env},
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{label} run failed:\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    if os.environ.get("TWINPROV_BENCH_CHILD"):
+        _child()
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ns = ap.parse_args()
+
+    base = prepare(ns.tasks, ns.seconds)
     modes = ["off", "twinprov"]
     if importlib.util.find_spec("airflow.providers.openlineage") is not None:
         modes.append("openlineage")
 
     def run(mode: str) -> dict[str, float]:
-        proc = subprocess.run(
-            [sys.executable, __file__], env={**base, **MODES[mode]},
-            capture_output=True, text=True, check=False,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+        return run_once(base, MODES[mode], mode)
 
     run("off")  # warm-up: the metadata DB, caches, the graph store
     times: dict[str, list[float]] = {m: [] for m in modes}

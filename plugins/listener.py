@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
-from twinprov.airflow import dag_capture
+from twinprov.airflow import dag_capture, openlineage_ids
 from twinprov.airflow.airflow_compat import dag_run_of, template_context
 from twinprov.provenance.assets import HAND_WRITTEN_ROLE
 from twinprov.provenance.config import Settings
@@ -148,6 +148,8 @@ def _event(
         run_info: dict[str, Any] | None = None  # none if the ledger has the run's facts
         if (settings.ledger_url, ti.dag_id, ti.run_id) not in _RUNS_RECORDED:
             run_info = _run_info(ti, task, settings)
+        if state == "running" and (ol_ids := openlineage_ids.provider_run_ids(ti)):
+            payload["openlineage"] = ol_ids  # Airflow's OpenLineage provider's run ids
         if run_info is not None and role == HAND_WRITTEN_ROLE:
             dr = dag_run_of(ti)
             run_info.update(dag_capture.dag_run_info(ti, task, settings, getattr(dr, "conf", None)))

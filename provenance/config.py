@@ -32,6 +32,8 @@ settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` 
 * ``crate_publisher`` + ``crate_publisher_url``: the organisation that publishes the crates (when
   the spec names no ``publisher``); ``crate_engine_url``: web page of twinprov as this deployment
   runs it (default: the package's home page, if its metadata names one).
+* ``openlineage`` (``off``): ``on`` sends each run's OpenLineage events at publication, to the
+  transport OpenLineage's own configuration names (``openlineage.yml``, ``OPENLINEAGE_*``).
 * ``step_env_passthrough``: comma-separated names or patterns (``MY_TOOL_*``) of environment
   variables local steps inherit besides the basics (PATH, HOME, locale…); steps never see the
   rest of the task process's environment (``AIRFLOW_CONN_*``, database URLs).
@@ -174,6 +176,9 @@ class Settings:
     """Airflow connection of the yProvStore server (URL and account)."""
     yprov_timeout_s: float = 30.0
     """HTTP time limit of one request to the yProvStore server."""
+    openlineage: bool = False
+    """Whether each publication sends the run's OpenLineage events (``[twinprov] openlineage``;
+    where to is OpenLineage's own configuration: ``openlineage.yml``, ``OPENLINEAGE_*``)."""
 
     def captures(self, tags: object) -> bool:
         """Whether a DAG that is not a twinprov spec DAG, with these tags, is recorded."""
@@ -245,10 +250,11 @@ class Settings:
             crate_publisher=setting("crate_publisher") or "",
             crate_publisher_url=_http_url_setting("crate_publisher_url"),
             crate_engine_url=_http_url_setting("crate_engine_url"),
+            openlineage=_on_off("openlineage"),
             step_env_passthrough=tuple(
                 p.strip() for p in (_cfg_value("step_env_passthrough") or "").split(",")
             ),
-            yprov_publish=_flag("yprov_publish"),
+            yprov_publish=_on_off("yprov_publish"),
             yprov_conn_id=setting("yprov_conn_id") or "twinprov_yprov",
             yprov_timeout_s=number_setting("yprov_timeout_seconds", 30.0),
         )
@@ -280,13 +286,15 @@ def demo_environment(env: dict[str, str]) -> dict[str, str]:
     for key, value in DEMO_SETTINGS.items():
         out.setdefault(f"AIRFLOW__TWINPROV__{key.upper()}", value)
     return out
-def _flag(key: str) -> bool:
-    raw = (setting(key) or "false").lower()
-    if raw not in ("true", "false", "1", "0", "yes", "no"):
+
+
+def _on_off(key: str) -> bool:
+    raw = (setting(key) or "off").lower()
+    if raw not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
         raise ConfigError(
-            f"[twinprov] {key} (AIRFLOW__TWINPROV__{key.upper()}) = {raw!r}: must be true or false"
+            f"[twinprov] {key} (AIRFLOW__TWINPROV__{key.upper()}) = {raw!r}: must be on or off"
         )
-    return raw in ("true", "1", "yes")
+    return raw in ("on", "true", "1", "yes")
 
 
 def _capture_mode() -> str:

@@ -540,6 +540,15 @@ def cmd_export(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(ns: argparse.Namespace) -> int:
+    from twinprov.app.lineage import run_events_ndjson
+
+    settings = _settings()
+    rec = find_run(Ledger(settings.ledger_url), ns.run)
+    sys.stdout.write(run_events_ndjson(settings, rec.dag_id, rec.run_id))
+    return 0
+
+
 def cmd_publish(ns: argparse.Namespace) -> int:
     import dataclasses
 
@@ -654,6 +663,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["provjson", "provn", "turtle", "jsonld"], default="provjson"
     )
     s.set_defaults(func=cmd_export)
+    s = sub.add_parser("lineage", help="a run's OpenLineage events on stdout (NDJSON)")
+    s.add_argument("run")
+    s.add_argument("--format", choices=["openlineage"], default="openlineage")
+    s.set_defaults(func=cmd_lineage)
     s = sub.add_parser("publish", help="(re)publish a run, or every pending run")
     s.add_argument("run", nargs="?")
     s.add_argument("--pending", action="store_true")

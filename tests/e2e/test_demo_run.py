@@ -318,3 +318,68 @@ def test_crate_command_zips_the_crate(demo: Demo) -> None:
     with zipfile.ZipFile(path) as z:
         assert "ro-crate-metadata.json" in z.namelist()
         assert any(n.startswith("prov/") for n in z.namelist())
+
+
+def test_demo_openlineage_events_carry_versions_and_assertions(
+    demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's events as the publication sends them, through OpenLineage's file transport,
+    parsed back with the client's classes; ``twinprov lineage`` prints the same events."""
+    from tests.e2e.test_openlineage import read_events
+    from twinprov.app.lineage import emit_events, lineage_run
+    from twinprov.app.publish import _step_events
+    from twinprov.provenance.config import Settings
+    from twinprov.provenance.ledger import Ledger
+    from twinprov.provenance.record import collapse_tries
+    from twinprov.ro_crates.openlineage import run_events
+
+    dep, summary = demo
+    path = tmp_path / "lineage.ndjson"
+    monkeypatch.setenv("TWINPROV_HOME", str(dep.home))
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(path))
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
+    settings = Settings.load()
+    ledger = Ledger(settings.ledger_url)
+    rec = ledger.run(summary["dag_id"], summary["run_id"])
+    assert rec is not None
+    tries = collapse_tries(_step_events(ledger.events(rec.dag_id, rec.run_id)))
+    assert emit_events(run_events(lineage_run(settings, rec, tries, rec.state or ""))) == "file"
+    events = read_events(path)
+    printed = [json.loads(x) for x in dep.tp("lineage", summary["run_id"]).stdout.splitlines()]
+    assert [(e["eventType"], e["run"]["runId"]) for e in printed] == [
+        (e["eventType"], e["run"]["runId"]) for e in events
+    ]
+    # START and COMPLETE for every task try and the DAG run, all with the twinprov facet
+    by_job: dict[str, list[str]] = {}
+    for e in events:
+        by_job.setdefault(e["job"]["name"], []).append(e["eventType"])
+        assert e["run"]["facets"]["twinprov"]["crate"] == summary["crate"]
+    assert by_job.pop(summary["dag_id"]) == ["START", "COMPLETE"]
+    assert len(by_job) == 4 + 4 and all(v == ["START", "COMPLETE"] for v in by_job.values())
+    # every output, versioned by its sha256; tables and NetCDF files with their schema
+    final = events[-1]
+    versions = {o["name"]: o["facets"]["version"]["datasetVersion"] for o in final["outputs"]}
+    outputs = [o for s in summary["steps"] for o in s["outputs"]]
+    assert versions == {o["path"]: o["sha256"] for o in outputs}
+    schemas = {
+        o["name"].rsplit("/", 1)[-1]: [f["name"] for f in o["facets"]["schema"]["fields"]]
+        for o in final["outputs"]
+        if "schema" in o["facets"]
+    }
+    assert "spi" in schemas["spi.nc"] and "region" in schemas["region_summary.csv"]
+    # each validation: the checked file, at the checksum checked, with one assertion per
+    # expectation GX evaluated
+    checked = {
+        (i["name"], i["facets"]["version"]["datasetVersion"]): i["inputFacets"]
+        for e in events
+        if e["eventType"] == "COMPLETE"
+        for i in e["inputs"]
+        if "dataQualityAssertions" in i.get("inputFacets", {})
+    }
+    by_sha = {o["sha256"]: o["path"] for o in outputs}
+    assert len(summary["validations"]) == len(checked) == 4
+    for v in summary["validations"]:
+        facet = checked[(by_sha[v["sha256"]], v["sha256"])]["dataQualityAssertions"]
+        assert len(facet["assertions"]) == v["evaluated"] > 0
+        assert all(a["success"] for a in facet["assertions"]) == v["success"]

@@ -163,6 +163,21 @@ def test_demo_reruns_identically_and_the_verdict_is_queryable(
               ?v a tp:ReproducibilityVerdict ; tp:verdict ?verdict ; tp:reproduces ?original ;
                  prov:wasGeneratedBy/prov:wasInformedBy ?rerun .
             }""")
+        # OpenLineage: the rerun's DAG run carries the verdict, its outputs the same versions
+        from tests.e2e.test_openlineage import parse_event
+        from twinprov.app.lineage import run_events_ndjson
+        from twinprov.app.summary import find_run
+
+        settings = Settings.load()
+        rerun = find_run(Ledger(settings.ledger_url), verdict["run"])
+        lines = run_events_ndjson(settings, rerun.dag_id, rerun.run_id).splitlines()
+        last = parse_event(lines[-1])
+        facet = last.run.facets["twinprov"]
+        assert (last.job.name, facet.reproducibility) == (rerun.dag_id, "reproduced")
+        assert facet.originalRun == verdict["original_run"]
+        assert {o.facets["version"].datasetVersion for o in last.outputs} == {
+            o["sha256"] for s in original["steps"] for o in s["outputs"]
+        }
     finally:
         os.environ.pop("TWINPROV_HOME")
     assert [r["verdict"] for r in rows] == ["reproduced"]

@@ -417,6 +417,12 @@ def _mlflow_tags_stage(ctx: PublishContext) -> None:
     )
 
 
+def _openlineage_stage(ctx: PublishContext) -> None:
+    from twinprov.app.lineage import openlineage_stage
+
+    openlineage_stage(ctx)
+
+
 BEFORE_PROV: tuple[Stage, ...] = (
     Stage("mlflow", _mlflow_stage),
     Stage("verdict", _rerun_verdict_stage),
@@ -429,6 +435,7 @@ AFTER_PROV: tuple[Stage, ...] = (
     Stage("stac", _stac_items_stage),
     Stage("crate", _crate_stage),
     Stage("mlflow_tags", _mlflow_tags_stage),
+    Stage("openlineage", _openlineage_stage),
 )
 """Stages that publish the run elsewhere, after its PROV files and ledger row are written."""
 
