@@ -50,13 +50,24 @@ def _single_step_inputs_optional() -> None:
         cwltool.main.get_step = get_step
 
 
+def _where(node) -> str:  # type: ignore[no-untyped-def]
+    """``/abs/file.cwl:line:col:`` of a YAML node as written (schema-salad keeps the line)."""
+    from urllib.parse import unquote, urlparse
+
+    lc = getattr(node, "lc", None)
+    name = getattr(lc, "filename", None)
+    if not name or getattr(lc, "line", None) is None:
+        return ""
+    path = unquote(urlparse(name).path) if name.startswith("file://") else name
+    return f"{path}:{lc.line + 1}:{lc.col + 1}:"
+
+
 def _docker_policy(on_host: bool) -> None:
     """A tool with a DockerRequirement under ``requirements``, run without a container engine:
     on the host, as if it were a hint (``on_host``, said on stderr with the file and line), or
     refused as an unsupported feature (cwltool's exit code 33) naming the file and line."""
     from cwltool.command_line_tool import CommandLineTool
     from cwltool.errors import UnsupportedRequirement
-    from schema_salad.sourceline import SourceLine
 
     original = CommandLineTool.make_job_runner
 
@@ -64,7 +75,7 @@ def _docker_policy(on_host: bool) -> None:
         docker = [r for r in self.requirements if r.get("class") == "DockerRequirement"]
         if docker and not runtimeContext.use_container:
             image = docker[0].get("dockerPull") or docker[0].get("dockerImageId") or "an image"
-            lead = SourceLine(docker[0], None, str).makeLead() or str(self.tool.get("id"))
+            lead = _where(docker[0]) or str(self.tool.get("id"))
             if not on_host:
                 raise UnsupportedRequirement(
                     f"{lead} DockerRequirement ({image}) needs a container engine and the "

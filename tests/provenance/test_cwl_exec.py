@@ -41,7 +41,7 @@ def _run(tmp_path: Path, on_host: bool) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("on_host", [False, True])
 def test_docker_requirement_runs_on_host_only_when_allowed(tmp_path: Path, on_host: bool) -> None:
     proc = _run(tmp_path, on_host)
-    where = "tool.cwl:5:5:"  # the DockerRequirement, as written (path relative to the cwd)
+    where = f"{tmp_path / 'tool.cwl'}:5:5:"  # the DockerRequirement, as written
     if not on_host:
         assert proc.returncode == 33, proc.stderr  # cwltool's "unsupported feature"
         assert where in proc.stderr and "DockerRequirement" in proc.stderr
