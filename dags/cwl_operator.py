@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,30 @@ def step_outputs(workspace: Path, doc: CwlDocument) -> dict[str, Any]:
     return out
 
 
+def failure_message(tail: list[str]) -> str:
+    """cwltool's last error (from its last ``ERROR`` line on, colours removed) as one line."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in tail]
+    lines = [line for line in lines if line and not line.startswith(stepwrap.MANIFEST_PREFIX)]
+    start = max((k for k, line in enumerate(lines) if "ERROR" in line), default=len(lines) - 1)
+    text = " ".join(lines[max(start, 0) :])
+    return re.sub(r"^(\S+\s+)?ERROR\s*", "", text).strip()
+
+
 def docker_on_host() -> bool:
     """Setting ``cwl_docker_on_host`` (default true: the local backend has no container engine):
     a tool whose ``DockerRequirement`` is a requirement runs on the host, and its provenance says
     ``container: none``; false: such a tool is refused as unsupported (exit code 33). Hints
     never stop a tool."""
     return (setting("cwl_docker_on_host") or "true").lower() in ("1", "true", "yes", "on")
+
+
+def _docker_note(group: str | None) -> str | None:
+    """What became of a step's DockerRequirement on the local backend (its provenance)."""
+    if group == "requirements":
+        if docker_on_host():
+            return "required; not honoured, run on the host (setting cwl_docker_on_host)"
+        return "required; refused, no container engine (setting cwl_docker_on_host)"
+    return "hint; run on the host" if group == "hints" else None
 
 
 class CwlStepOperator(WrappedStepOperator):
@@ -96,8 +115,9 @@ class CwlStepOperator(WrappedStepOperator):
                 "process": step.run,
                 "class": step.kind,
                 "cwlVersion": doc.cwl_version,
-                "container": "none" if step.image else None,
-                "docker_on_host": docker_on_host() if step.image else None,
+                "container": "none" if step.docker else None,
+                "docker_on_host": docker_on_host() if step.docker else None,
+                "dockerRequirement": _docker_note(step.docker),
             },
         }
 
@@ -166,7 +186,8 @@ class CwlStepOperator(WrappedStepOperator):
             self.log.info("%s%s", stepwrap.MANIFEST_PREFIX, json.dumps(manifest, sort_keys=True))
         self.twinprov_manifest = manifest
         code = int(manifest.get("exit_code", rc)) if manifest else rc
-        (outdir / STATUS_FILE).write_text(json.dumps({"exit_code": code}), encoding="utf-8")
+        status = {"exit_code": code, "message": failure_message(tail) if rc else ""}
+        (outdir / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
         if manifest is None:
             raise AirflowException(
                 f"step {self.step_id}: no manifest (wrapper ended with code {rc})"

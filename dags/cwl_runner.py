@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -95,33 +96,51 @@ def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict
     The exit code follows cwltool's: 0 success, 1 failure, 33 unsupported feature.
     """
     from twinprov.provenance.cwl_doc import load_cwl, load_job, workflow_outputs
+    from twinprov.provenance.errors import CwlUnsupportedError
 
     document = _local(document)
     job_path = _local(job_path) if job_path else None
     doc_path = str(Path(document.split("#", 1)[0]).resolve()) + (
         "#" + document.split("#", 1)[1] if "#" in document else ""
     )
+    # one document to parse, on a machine that may be busy: Airflow's 30 s limit on importing
+    # the DAG file would otherwise fail the run ("dag is not serialized") under load
+    os.environ.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "600")
     prepare_environment()
     os.environ["TWINPROV_CWL_DOCUMENT"] = doc_path
     _ensure_database_once()
     from twinprov.dags.cwl_factory import build_cwl_dag
-    from twinprov.dags.cwl_operator import INPUTS_TASK, STATUS_FILE, cwl_step_dir, step_outputs
+    from twinprov.dags.cwl_operator import (
+        INPUTS_TASK,
+        STATUS_FILE,
+        UNSUPPORTED,
+        cwl_step_dir,
+        step_outputs,
+    )
     from twinprov.provenance.config import Settings
     from twinprov.provenance.workspace import workspace_dir
 
-    doc = load_cwl(doc_path)
-    job = load_job(job_path)
-    dag = build_cwl_dag(doc_path)
+    try:
+        doc = load_cwl(doc_path)
+        job = load_job(job_path)
+        dag = build_cwl_dag(doc_path)
+    except CwlUnsupportedError as e:
+        print(f"twinprov: {e}", file=sys.stderr)
+        return UNSUPPORTED, None
     dr = dag.test(run_conf=job or None)
     state = str(getattr(dr.state, "value", dr.state))
     ws = workspace_dir(Settings.load().runs_dir, dag.dag_id, dr.run_id)
     codes = []
-    for s in doc.steps:
-        status = cwl_step_dir(ws, s.id) / STATUS_FILE
+    for step_id in [INPUTS_TASK, *(s.id for s in doc.steps)]:
+        status = cwl_step_dir(ws, step_id) / STATUS_FILE
         if status.is_file():
-            codes.append(int(json.loads(status.read_text())["exit_code"]))
+            record = json.loads(status.read_text())
+            codes.append(int(record["exit_code"]))
+            if record.get("message"):
+                # the reason, last on stderr (the lines above are Airflow's log)
+                print(f"twinprov: CWL step {step_id} failed: {record['message']}", file=sys.stderr)
     if state != "success":
-        return (33 if 33 in codes else 1), None
+        return (UNSUPPORTED if UNSUPPORTED in codes else 1), None
     done = step_outputs(ws, doc)
     result = workflow_outputs(doc, done.get(INPUTS_TASK, job), done)
     out = Path(outdir).resolve()

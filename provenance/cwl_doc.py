@@ -22,6 +22,7 @@ __all__ = [
     "load_job",
     "step_job",
     "step_sources",
+    "unsupported_requirements",
     "workflow_outputs",
 ]
 
@@ -39,7 +40,7 @@ from typing import Any
 from urllib.parse import unquote, urljoin, urlparse
 
 from twinprov.provenance.config import setting
-from twinprov.provenance.errors import CwlError, TwinprovError
+from twinprov.provenance.errors import CwlError, CwlUnsupportedError, TwinprovError
 
 CWL_SCALAR_TYPES = {
     "string": "string",
@@ -80,6 +81,8 @@ class CwlStep:
     scatter: bool = False
     conditional: bool = False
     doc: str = ""
+    docker: str | None = None
+    """Where its ``DockerRequirement`` is: ``requirements``, ``hints`` or ``None``."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _docker_group(*processes: Any) -> str | None:
+    """``requirements`` if one of ``processes`` (step, tool, workflow) requires Docker, else
+    ``hints`` if one hints at it, else ``None``."""
+    found = None
+    for process in processes:
+        for group in ("requirements", "hints"):
+            for req in getattr(process, group, None) or []:
+                cls = getattr(req, "class_", None) or (
+                    req.get("class") if isinstance(req, Mapping) else None
+                )
+                if cls == "DockerRequirement":
+                    if group == "requirements":
+                        return group
+                    found = group
+    return found
+
+
 def _image(process: Any) -> str | None:
     for group in ("requirements", "hints"):
         for req in getattr(process, group, None) or []:
@@ -172,7 +192,76 @@ def _load_cached(uri: str, _stamp: tuple[int, int]) -> Any:
     try:
         return load_document_by_uri(uri, load_all=True)
     except Exception as e:
+        unsupported = unsupported_requirements(Path(unquote(urlparse(uri).path)))
+        if unsupported:
+            raise CwlUnsupportedError("; ".join(unsupported)) from e
         raise CwlError(f"{uri}: not a valid CWL document: {e}") from e
+
+
+@functools.cache
+def _known_requirements() -> frozenset[str]:
+    """The requirement classes of CWL v1.2 (from cwl-utils' generated classes)."""
+    from cwl_utils.parser import cwl_v1_2
+
+    base = cwl_v1_2.ProcessRequirement
+    return frozenset(
+        name
+        for name, c in vars(cwl_v1_2).items()
+        if isinstance(c, type) and issubclass(c, base) and c is not base
+    )
+
+
+def unsupported_requirements(path: Path) -> list[str]:
+    """``file:line:col: unsupported requirement X`` for every ``requirements`` entry of the
+    document (inline processes included) whose class CWL v1.2 does not define; extensions in a
+    namespace (``cwltool:...``) are left to cwltool. Line numbers from the YAML as written."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    try:
+        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+    except Exception:
+        return []
+    known = _known_requirements()
+    found: list[str] = []
+
+    def where(node: Any, key: Any = None, index: int | None = None) -> str:
+        try:
+            if index is not None:
+                line, col = node.lc.item(index)
+            elif key is not None:
+                line, col = node.lc.key(key)
+            else:
+                line, col = node.lc.line, node.lc.col
+        except (AttributeError, KeyError, IndexError, TypeError):
+            return f"{path}"
+        return f"{path}:{line + 1}:{col + 1}"
+
+    def check(cls: Any, loc: str) -> None:
+        if isinstance(cls, str) and ":" not in cls and cls not in known:
+            found.append(
+                f"{loc}: unsupported requirement {cls} (not a CWL v1.2 requirement; twinprov "
+                "runs CWL v1.2 — move it to `hints` if the tool can run without it)"
+            )
+
+    def visit(node: Any) -> None:
+        if isinstance(node, CommentedMap):
+            reqs = node.get("requirements")
+            if isinstance(reqs, CommentedSeq):
+                for k, r in enumerate(reqs):
+                    if isinstance(r, CommentedMap):
+                        check(r.get("class"), where(reqs, index=k))
+            elif isinstance(reqs, CommentedMap):
+                for cls in reqs:
+                    check(cls, where(reqs, key=cls))
+            for v in node.values():
+                visit(v)
+        elif isinstance(node, CommentedSeq):
+            for v in node:
+                visit(v)
+
+    visit(data)
+    return found
 
 
 def _load_run(run: str, graph: list[Any]) -> Any:
@@ -251,10 +340,19 @@ def load_cwl(path: str | Path) -> CwlDocument:
                     scatter=bool(s.scatter),
                     conditional=bool(getattr(s, "when", None)),
                     doc=str(getattr(s, "doc", None) or getattr(process, "doc", None) or ""),
+                    docker=_docker_group(s, process, loaded),
                 )
             )
     else:
-        steps.append(CwlStep(id=_short(uri) or "tool", kind=kind, run=uri, image=_image(loaded)))
+        steps.append(
+            CwlStep(
+                id=_short(uri) or "tool",
+                kind=kind,
+                run=uri,
+                image=_image(loaded),
+                docker=_docker_group(loaded),
+            )
+        )
     return CwlDocument(
         path=p,
         uri=p.as_uri() + (f"#{fragment}" if fragment else ""),

@@ -23,7 +23,8 @@ import sys
 
 DOCKER_ON_HOST_ENV = "TWINPROV_CWL_DOCKER_ON_HOST"
 """Set to 1 (setting ``cwl_docker_on_host``): a tool whose DockerRequirement is a requirement
-runs on the host, as if it were a hint; it is said on stderr and recorded by the operator."""
+runs on the host, as if it were a hint; it is said on stderr and recorded by the operator.
+Set to 0: such a tool is refused (exit code 33) with the file and line of the requirement."""
 
 
 def _single_step_inputs_optional() -> None:
@@ -49,19 +50,42 @@ def _single_step_inputs_optional() -> None:
         cwltool.main.get_step = get_step
 
 
-def _docker_requirement_as_hint() -> None:
+def _where(node) -> str:  # type: ignore[no-untyped-def]
+    """``/abs/file.cwl:line:col:`` of a YAML node as written (schema-salad keeps the line)."""
+    from urllib.parse import unquote, urlparse
+
+    lc = getattr(node, "lc", None)
+    name = getattr(lc, "filename", None)
+    if not name or getattr(lc, "line", None) is None:
+        return ""
+    path = unquote(urlparse(name).path) if name.startswith("file://") else name
+    return f"{path}:{lc.line + 1}:{lc.col + 1}:"
+
+
+def _docker_policy(on_host: bool) -> None:
+    """A tool with a DockerRequirement under ``requirements``, run without a container engine:
+    on the host, as if it were a hint (``on_host``, said on stderr with the file and line), or
+    refused as an unsupported feature (cwltool's exit code 33) naming the file and line."""
     from cwltool.command_line_tool import CommandLineTool
+    from cwltool.errors import UnsupportedRequirement
 
     original = CommandLineTool.make_job_runner
 
     def make_job_runner(self, runtimeContext):  # type: ignore[no-untyped-def]
         docker = [r for r in self.requirements if r.get("class") == "DockerRequirement"]
         if docker and not runtimeContext.use_container:
+            image = docker[0].get("dockerPull") or docker[0].get("dockerImageId") or "an image"
+            lead = _where(docker[0]) or str(self.tool.get("id"))
+            if not on_host:
+                raise UnsupportedRequirement(
+                    f"{lead} DockerRequirement ({image}) needs a container engine and the "
+                    "local backend has none: run it on a pod backend, or set "
+                    "cwl_docker_on_host = true to run the tool on the host"
+                )
             self.requirements = [r for r in self.requirements if r not in docker]
             self.hints = [*self.hints, *docker]
             print(
-                f"twinprov: {self.tool.get('id')}: DockerRequirement "
-                f"({docker[0].get('dockerPull') or docker[0]}) not honoured, the tool runs on "
+                f"twinprov: {lead} DockerRequirement ({image}) not honoured, the tool runs on "
                 "the host (setting cwl_docker_on_host)",
                 file=sys.stderr,
             )
@@ -93,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as e:
             return int(e.code or 0)
 
-    if os.environ.get(DOCKER_ON_HOST_ENV) == "1":
-        _docker_requirement_as_hint()
+    _docker_policy(on_host=os.environ.get(DOCKER_ON_HOST_ENV) == "1")
     _single_step_inputs_optional()
 
     buf = io.StringIO()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "CwlError",
+    "CwlUnsupportedError",
     "LedgerError",
     "PublishError",
     "QueryError",
@@ -73,3 +75,9 @@ class PublishError(TwinprovError):
 class CwlError(TwinprovError):
     """A CWL document or job that twinprov cannot run; the message names the file (and, where
     the parser reports one, the line)."""
+
+
+class CwlUnsupportedError(CwlError):
+    """A CWL feature twinprov does not run (an unknown requirement, a DockerRequirement where
+    no container may run); the message names the feature, the file and the line. ``cwl-runner``
+    exits with code 33, as cwltool does."""

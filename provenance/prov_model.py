@@ -359,6 +359,7 @@ class _Builder:
             ("class", "cwlClass"),
             ("cwlVersion", "cwlVersion"),
             ("container", "container"),
+            ("dockerRequirement", "dockerRequirement"),
         ):
             if cwl.get(key):
                 attrs[tp(term)] = str(cwl[key])

@@ -17,7 +17,7 @@ from twinprov.provenance.cwl_doc import (
     step_job,
     workflow_outputs,
 )
-from twinprov.provenance.errors import CwlError
+from twinprov.provenance.errors import CwlError, CwlUnsupportedError
 
 CATALOG = REPO / "tests" / "data" / "cwl" / "catalog.cwl"
 
@@ -86,3 +86,51 @@ def test_cwl_modules_import_no_airflow() -> None:
         f"info = cwl_workflow_info({str(CATALOG)!r})\n"
         "assert info.language == 'cwl' and [s.id for s in info.steps] == ['make', 'count']\n"
     )
+
+
+def test_unsupported_requirement_names_feature_file_and_line(tmp_path: Path) -> None:
+    """A requirement CWL v1.2 does not define (here inside an inline step) is refused as
+    unsupported, with the file and the line where it is written; a hint would be fine."""
+    doc = tmp_path / "wf.cwl"
+    doc.write_text(
+        "cwlVersion: v1.2\n"
+        "class: Workflow\n"
+        "inputs: []\n"
+        "outputs: []\n"
+        "steps:\n"
+        "  s:\n"
+        "    in: []\n"
+        "    out: []\n"
+        "    run:\n"
+        "      class: CommandLineTool\n"
+        "      requirements:\n"
+        "        - class: InlineJavascriptRequirement\n"
+        "        - class: GpuRequirement\n"
+        "      hints:\n"
+        "        - class: AnyHintAtAll\n"
+        "      baseCommand: 'true'\n"
+        "      inputs: []\n"
+        "      outputs: []\n"
+    )
+    with pytest.raises(CwlUnsupportedError) as err:
+        load_cwl(doc)
+    assert str(err.value).startswith(f"{doc}:13:11: unsupported requirement GpuRequirement")
+    assert "AnyHintAtAll" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("where", "group"),
+    [("requirements", "requirements"), ("hints", "hints"), (None, None)],
+)
+def test_where_the_docker_requirement_is(
+    tmp_path: Path, where: str | None, group: str | None
+) -> None:
+    doc = tmp_path / "tool.cwl"
+    docker = f"{where}:\n  DockerRequirement: {{dockerPull: 'debian:12'}}\n" if where else ""
+    doc.write_text(
+        "cwlVersion: v1.2\nclass: CommandLineTool\n"
+        + docker
+        + "baseCommand: 'true'\ninputs: []\noutputs: []\n"
+    )
+    (step,) = load_cwl(doc).steps
+    assert step.docker == group
