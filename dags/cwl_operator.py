@@ -30,9 +30,10 @@ from twinprov.provenance.cwl_doc import (
     step_job,
 )
 from twinprov.provenance.environment import python_environment
+from twinprov.provenance.hashing import sha256_file
 from twinprov.provenance.spec import RERUN_PARAM
 from twinprov.provenance.stepenv import base_environment
-from twinprov.provenance.workspace import workspace_dir
+from twinprov.provenance.workspace import spec_snapshot_path, workspace_dir
 
 STATUS_FILE = ".twinprov-cwl-status.json"
 INPUTS_TASK = "cwl_inputs"
@@ -86,6 +87,16 @@ def _docker_note(group: str | None) -> str | None:
     return "hint; run on the host" if group == "hints" else None
 
 
+def _same_document(path: Path, snapshot: Path) -> None:
+    """Every step runs the document the run started with (copied into the run at its start,
+    for the crate and reruns): refuse to go on with one edited since."""
+    if snapshot.is_file() and sha256_file(path)[0] != sha256_file(snapshot)[0]:
+        raise AirflowException(
+            f"{path} changed since the run started (its copy at the start: {snapshot}); "
+            "trigger a new run to run the edited document"
+        )
+
+
 class CwlStepOperator(WrappedStepOperator):
     """Runs one step of a CWL workflow (``cwltool --single-step``) or a CWL tool document."""
 
@@ -126,6 +137,9 @@ class CwlStepOperator(WrappedStepOperator):
         settings = Settings.load()
         ti = context["ti"]
         ws = workspace_dir(settings.runs_dir, ti.dag_id, ti.run_id)
+        _same_document(
+            doc.path, spec_snapshot_path(settings.runs_dir, ti.dag_id, ti.run_id, str(doc.path))
+        )
         outdir = cwl_step_dir(ws, self.step_id)
         outdir.mkdir(parents=True, exist_ok=True)
         job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}

@@ -127,6 +127,11 @@ def load_workflow_dag(name: str, backend: str | None = None, reproduce: bool = F
         dag = find_dag(name)  # not a spec: any DAG of Airflow's DAGs folder
         if dag is not None:
             return dag
+    if path.suffix == ".cwl" and path.is_file():  # a CWL document (a rerun's, from its crate)
+        from twinprov.dags.cwl_factory import DOCUMENT_ENV, build_cwl_dag
+
+        os.environ[DOCUMENT_ENV] = str(path.resolve())  # dag.test() parses only this one
+        return build_cwl_dag(path.resolve())
     if Path(name).suffix:
         # dag.test() parses the DAGs folder: let the DAG file see this spec's folder
         os.environ["TWINPROV_WORKFLOWS_DIR"] = str(path.resolve().parent)

@@ -104,6 +104,12 @@ def _snapshot_spec(ti: Any, run_info: dict[str, Any], settings: Settings) -> Non
             run_info["spec_path"],
             run_info["spec_sha256"],
         )
+    elif run_info.get("cwl_path"):  # the CWL document and the tool documents it runs
+        from twinprov.provenance.workspace import snapshot_cwl
+
+        snapshot_cwl(
+            settings.runs_dir, ti.dag_id, ti.run_id, run_info["cwl_path"], run_info["spec_sha256"]
+        )
 
 
 _RUNS_RECORDED: set[tuple[str, str, str]] = set()
@@ -188,11 +194,15 @@ def _capture(ti: Any, state: str, error: Any = None) -> None:
         if built is None:
             return
         ev, run_info = built
-        if run_info is not None and run_info.get("spec_path"):
+        info = run_info or {}
+        snapshot_of = info.get("spec_path") or str(info.get("cwl_path") or "")
+        if run_info is not None and snapshot_of:
             from twinprov.provenance.workspace import spec_snapshot_path
 
             run_info["spec_snapshot"] = str(
-                spec_snapshot_path(settings.runs_dir, ev.dag_id, ev.run_id, run_info["spec_path"])
+                spec_snapshot_path(
+                    settings.runs_dir, ev.dag_id, ev.run_id, snapshot_of.split("#", 1)[0]
+                )
             )
         where = record_event(settings.ledger_url, settings.spool_dir, ev, run_info)
         if run_info is not None and state == "running":

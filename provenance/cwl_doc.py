@@ -17,6 +17,7 @@ __all__ = [
     "absolutize",
     "cwl_python",
     "describe_values",
+    "document_files",
     "job_beside",
     "load_cwl",
     "load_job",
@@ -83,6 +84,8 @@ class CwlStep:
     doc: str = ""
     docker: str | None = None
     """Where its ``DockerRequirement`` is: ``requirements``, ``hints`` or ``None``."""
+    outputs: tuple[tuple[str, str], ...] = ()
+    """The process's output ports: (name, CWL type as text)."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,12 @@ def _image(process: Any) -> str | None:
                     pull = req.get("dockerPull")
                 return str(pull) if pull else None
     return None
+
+
+def _outputs(process: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (_short(str(o.id)), str(_plain(o.type_))) for o in getattr(process, "outputs", None) or []
+    )
 
 
 def _load_uri(uri: str) -> Any:
@@ -341,6 +350,7 @@ def load_cwl(path: str | Path) -> CwlDocument:
                     conditional=bool(getattr(s, "when", None)),
                     doc=str(getattr(s, "doc", None) or getattr(process, "doc", None) or ""),
                     docker=_docker_group(s, process, loaded),
+                    outputs=_outputs(process),
                 )
             )
     else:
@@ -351,6 +361,7 @@ def load_cwl(path: str | Path) -> CwlDocument:
                 run=uri,
                 image=_image(loaded),
                 docker=_docker_group(loaded),
+                outputs=_outputs(loaded),
             )
         )
     return CwlDocument(
@@ -377,6 +388,33 @@ def _safe_steps(steps: list[CwlStep]) -> list[CwlStep]:
     for s in steps:
         safe = _safe_id(s.id)
         out.append(CwlStep(**{**s.__dict__, "id": safe}) if safe != s.id else s)
+    return out
+
+
+def document_files(doc: CwlDocument) -> list[Path]:
+    """The local files a document runs, beyond itself: the documents its steps' ``run`` name
+    (and, for a subworkflow, the ones it runs in turn), each once, in step order."""
+    seen = {doc.path.resolve()}
+    out: list[Path] = []
+
+    def visit(d: CwlDocument) -> None:
+        for s in d.steps:
+            ref = s.run.split("#", 1)[0]
+            if not ref.startswith("file://"):
+                continue
+            f = Path(unquote(urlparse(ref).path)).resolve()
+            if f in seen or not f.is_file():
+                continue
+            seen.add(f)
+            out.append(f)
+            if s.kind == "Workflow":
+                try:
+                    sub = load_cwl(f)
+                except CwlError:
+                    continue  # a $graph entry: its tools are in the same file
+                visit(sub)
+
+    visit(doc)
     return out
 
 

@@ -6,6 +6,7 @@ __all__ = [
     "run_dir",
     "run_slug",
     "safe_path",
+    "snapshot_cwl",
     "snapshot_spec",
     "stage_input",
     "staged_input_path",
@@ -14,6 +15,7 @@ __all__ = [
 ]
 
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from twinprov.provenance.errors import WorkspaceError
@@ -52,30 +54,55 @@ def snapshot_spec(
     runs_root: Path, dag_id: str, run_id: str, spec_path: str, sha256: str
 ) -> Path | None:
     """Copy the spec into the run folder once, if its bytes are still those the run recorded."""
+    from twinprov.provenance.spec import parse_spec, workflow_files
+
+    def files(data: bytes) -> Iterable[Path]:  # the programs and suites it names
+        return workflow_files(parse_spec(data.decode("utf-8"), str(spec_path)), Path(spec_path))
+
+    return _snapshot(
+        spec_snapshot_path(runs_root, dag_id, run_id, spec_path), spec_path, sha256, files
+    )
+
+
+def snapshot_cwl(
+    runs_root: Path, dag_id: str, run_id: str, cwl_path: str, sha256: str
+) -> Path | None:
+    """Copy a CWL document, and the documents its steps run that lie in its folder, into the
+    run once (as :func:`snapshot_spec` does for a spec), if its bytes are still those the run
+    recorded; the copy of the document, or ``None``."""
+    from twinprov.provenance.cwl_doc import document_files, load_cwl
+
+    path = cwl_path.split("#", 1)[0]
+    dest = spec_snapshot_path(runs_root, dag_id, run_id, path)
+    return _snapshot(dest, path, sha256, lambda _data: document_files(load_cwl(cwl_path)))
+
+
+def _snapshot(
+    dest: Path, path: str, sha256: str, files: Callable[[bytes], Iterable[Path]]
+) -> Path | None:
+    """Copy the workflow at ``path`` to ``dest``, with the ``files`` it names that lie in its
+    folder (same relative places), once; ``None`` if its bytes are no longer ``sha256``."""
     import hashlib
     import os
     import shutil
     import tempfile
 
-    from twinprov.provenance.spec import parse_spec, workflow_files
-
-    dest = spec_snapshot_path(runs_root, dag_id, run_id, spec_path)
     if dest.is_file():
         return dest
-    data = Path(spec_path).read_bytes()
+    data = Path(path).read_bytes()
     if hashlib.sha256(data).hexdigest() != sha256:
         return None  # edited since the run started: better no copy than a wrong one
-    base = Path(spec_path).resolve().parent
-    spec = parse_spec(data.decode("utf-8"), str(spec_path))
+    base = Path(path).resolve().parent
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for src in workflow_files(spec, Path(spec_path)):  # programs and suites it names
-        target = dest.parent / src.relative_to(base)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
+    for src in files(data):
+        if Path(src).resolve().is_relative_to(base):  # others are named by absolute paths
+            target = dest.parent / Path(src).resolve().relative_to(base)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".spec-")
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
-    os.replace(tmp, dest)  # the spec last: its presence means the snapshot is complete
+    os.replace(tmp, dest)  # the workflow last: its presence means the snapshot is complete
     return dest
 
 

@@ -434,7 +434,11 @@ def crate_input_from_ledger(
     if info.get("cwl_path"):  # a CWL document's run: the document is the workflow
         from twinprov.ro_crates.cwl_crate import cwl_workflow_info
 
-        workflow = cwl_workflow_info(info["cwl_path"], info.get("spec_sha256"))
+        cwl_path = str(info["cwl_path"])
+        snapshot = info.get("spec_snapshot")
+        if snapshot and Path(str(snapshot)).is_file():  # the exact document that ran
+            cwl_path = str(snapshot) + ("#" + cwl_path.split("#", 1)[1] if "#" in cwl_path else "")
+        workflow = cwl_workflow_info(cwl_path, info.get("spec_sha256"))
     elif not spec_path and info.get("dag_file_sha256"):
         workflow = dag_workflow_info(dag_id, info, step_tries)
     elif not spec_path:

@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 import functools
+import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -192,8 +193,11 @@ def camel(snake: str) -> str:
 
 
 def literal(value: Any) -> Any:
+    """A param value as a JSON-LD literal: objects and arrays (CWL Files…) as JSON text."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
     return str(value)
 
 

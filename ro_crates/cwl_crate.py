@@ -9,13 +9,19 @@ from __future__ import annotations
 __all__ = ["cwl_workflow_info"]
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-from twinprov.provenance.cwl_doc import CWL_SCALAR_TYPES, load_cwl
+from twinprov.provenance.cwl_doc import CWL_SCALAR_TYPES, document_files, load_cwl
 from twinprov.provenance.errors import CwlError
 from twinprov.provenance.hashing import sha256_file
 from twinprov.ro_crates.errors import CrateInputError, SpecChangedError
-from twinprov.ro_crates.model import ParamSpec, SourceFile, StepInput, StepSpec, WorkflowInfo
+from twinprov.ro_crates.model import (
+    ParamSpec,
+    SourceFile,
+    StepInput,
+    StepOutput,
+    StepSpec,
+    WorkflowInfo,
+)
 
 _PARAM_TYPES = CWL_SCALAR_TYPES
 
@@ -57,16 +63,12 @@ def cwl_workflow_info(cwl_path: str, recorded_sha256: str | None = None) -> Work
     inputs = {i.name for i in doc.inputs}
     steps = []
     sources: list[SourceFile] = []
+    for run_file in document_files(doc):  # the tool documents it runs, from its folder
+        if run_file.is_relative_to(root):
+            digest, size = sha256_file(run_file)
+            rel = run_file.relative_to(root).as_posix()
+            sources.append(SourceFile(rel, run_file, digest, size, "application/x-cwl"))
     for position, s in enumerate(doc.steps):
-        run_file = Path(unquote(urlparse(s.run.split("#", 1)[0]).path))
-        if run_file.resolve() != path.resolve() and run_file.is_file():
-            try:
-                rel = run_file.resolve().relative_to(root).as_posix()
-            except ValueError:
-                rel = None
-            if rel and rel not in {f.rel_path for f in sources}:
-                digest, size = sha256_file(run_file)
-                sources.append(SourceFile(rel, run_file, digest, size, "application/x-cwl"))
         ins = _step_inputs(doc, s.id)
         steps.append(
             StepSpec(
@@ -77,7 +79,14 @@ def cwl_workflow_info(cwl_path: str, recorded_sha256: str | None = None) -> Work
                 command=(s.kind, s.run),
                 target="local",
                 inputs=tuple(StepInput(name, src) for name, src in ins),
-                outputs=(),
+                outputs=tuple(
+                    StepOutput(
+                        name,
+                        f"cwl/{s.id}/ (collected by cwltool)",
+                        "inode/directory" if "Directory" in t else "application/octet-stream",
+                    )
+                    for name, t in s.outputs
+                ),
                 params=tuple(sorted({src for _, src in ins if src in inputs})),
             )
         )

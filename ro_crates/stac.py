@@ -56,12 +56,14 @@ class StacOutput:
 
 @dataclass(frozen=True)
 class Extent:
-    """Where and when a gridded output is."""
+    """Where and when a gridded output (or the items of a STAC catalog output) is."""
 
-    bbox: tuple[float, float, float, float]
+    bbox: tuple[float, float, float, float] | None
     start: datetime | None
     end: datetime | None
     quicklook_var: str | None = None
+    catalog: Path | None = None
+    """A ``Directory`` output that is a STAC catalog: its root document."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,41 @@ def geospatial_extent(path: Path, media_type: str) -> Extent | None:
         raise StacError(f"cannot read {path} for its extent: {e}") from e
 
 
+def stac_catalog_extent(path: Path) -> Extent | None:
+    """A folder that is a STAC catalog (``catalog.json`` or ``collection.json`` read by pystac):
+    the union of its items' bboxes and datetimes; ``None`` for any other folder."""
+    root = next(
+        (path / n for n in ("catalog.json", "collection.json") if (path / n).is_file()), None
+    )
+    if root is None:
+        return None
+    try:
+        catalog = pystac.read_file(str(root))
+        if not isinstance(catalog, pystac.Catalog):
+            return None
+        items = list(catalog.get_items(recursive=True))
+    except Exception:  # noqa: BLE001 - a folder with a catalog.json that is not STAC: not one
+        return None
+    boxes = [i.bbox for i in items if i.bbox and len(i.bbox) == 4]
+    bbox = (
+        (
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
+        if boxes
+        else None
+    )
+    times = [t for i in items for t in (i.datetime, *_item_range(i)) if t is not None]
+    return Extent(bbox, min(times, default=None), max(times, default=None), catalog=root)
+
+
+def _item_range(item: pystac.Item) -> tuple[datetime | None, datetime | None]:
+    common = item.common_metadata
+    return common.start_datetime, common.end_datetime
+
+
 def _to_dt(value: Any) -> datetime:
     import numpy as np
 
@@ -140,6 +177,11 @@ def _quicklook(path: Path, var: str, dest: Path) -> bool:
         fig.savefig(dest, format="png", metadata={"Software": None})
         plt.close(fig)
     return True
+
+
+def _asset_path(out: StacOutput, ext: Extent) -> Path:
+    """The file an Item's data asset names: the output, or a STAC catalog output's root."""
+    return (ext.catalog or out.path).resolve()
 
 
 def _item_id(run_slug: str, output: str) -> str:
@@ -188,6 +230,13 @@ def publish_items(
     extents: dict[str, Extent] = {}
     skipped: dict[str, str] = {}
     for out in outputs:
+        if out.path.is_dir():  # a Directory (CWL): linked when it is a STAC catalog
+            ext = stac_catalog_extent(out.path)
+            if ext is None:
+                skipped[out.name] = "a folder, not a STAC catalog"
+            else:
+                extents[out.name] = ext
+            continue
         ext = geospatial_extent(out.path, out.media_type) if out.path.is_file() else None
         if ext is None:
             if out.geospatial:
@@ -240,13 +289,15 @@ def publish_items(
             if out.name not in extents:
                 continue
             ext = extents[out.name]
-            west, south, east, north = ext.bbox
-            geometry = {
-                "type": "Polygon",
-                "coordinates": [
-                    [[west, south], [east, south], [east, north], [west, north], [west, south]]
-                ],
-            }
+            geometry = None
+            if ext.bbox is not None:
+                west, south, east, north = ext.bbox
+                geometry = {
+                    "type": "Polygon",
+                    "coordinates": [
+                        [[west, south], [east, south], [east, north], [west, north], [west, south]]
+                    ],
+                }
             props: dict[str, Any] = {
                 "title": f"{out.name} of {dag_id} run {run_id}",
                 "processing:lineage": (
@@ -260,24 +311,36 @@ def publish_items(
             if ext.start and ext.end:
                 props["start_datetime"] = ext.start.isoformat()
                 props["end_datetime"] = ext.end.isoformat()
+            if ext.catalog is not None:  # content: the sha256 of the folder's file manifest
+                props["twinprov:directory_sha256"] = out.sha256
             item = pystac.Item(
                 id=_item_id(run_slug, out.name),
                 geometry=geometry,
-                bbox=list(ext.bbox),
+                bbox=list(ext.bbox) if ext.bbox is not None else None,
                 datetime=None if ext.start and ext.end else processed_at,
                 properties=props,
                 stac_extensions=[PROCESSING_SCHEMA],
             )
             asset = pystac.Asset(
-                href=str(out.path.resolve()),
-                media_type=out.media_type,
-                roles=["data"],
+                href=str(_asset_path(out, ext)),
+                media_type=out.media_type if ext.catalog is None else pystac.MediaType.JSON,
+                roles=["data"] if ext.catalog is None else ["data", "catalog"],
                 title=out.name,
             )
             item.add_asset("data", asset)
-            fe = FileExtension.ext(asset, add_if_missing=True)
-            fe.checksum = multihash(out.sha256)
-            fe.size = out.size
+            if ext.catalog is None:
+                fe = FileExtension.ext(asset, add_if_missing=True)
+                fe.checksum = multihash(out.sha256)
+                fe.size = out.size
+            else:  # the run's own STAC catalog, linked from ours
+                item.add_link(
+                    pystac.Link(
+                        rel="related",
+                        target=str(ext.catalog.resolve()),
+                        media_type=pystac.MediaType.JSON,
+                        title=f"STAC catalog {out.name} written by step {out.step}",
+                    )
+                )
             if crate_metadata is not None:
                 item.add_link(
                     pystac.Link(
@@ -315,7 +378,11 @@ def publish_items(
         catalog.make_all_asset_hrefs_relative()
         for item in items.values():  # data assets stay absolute (they live in the run folder)
             item.assets["data"].href = str(
-                next(o.path.resolve() for o in outputs if _item_id(run_slug, o.name) == item.id)
+                next(
+                    _asset_path(o, extents[o.name])
+                    for o in outputs
+                    if _item_id(run_slug, o.name) == item.id
+                )
             )
         catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         own = {_item_id(run_slug, o.name) for o in outputs}

@@ -128,12 +128,18 @@ def _stac_catalog(root: Path) -> Path:
 
 def test_application_package_answers_the_same_questions(tmp_path: Path) -> None:
     """The OGC application package: STAC Directory in, STAC Directory out; its run is in the
-    graph like a spec run ("which runs used this file?")."""
+    graph like a spec run ("which runs used this file?"), its output catalog is linked from
+    ours, and `twinprov rerun` reproduces it from its crate (the document copied at run start),
+    or says which input changed."""
     home, out = tmp_path / "home", tmp_path / "out"
     job = tmp_path / "job.yml"
-    job.write_text(f"stac_catalog: {{class: Directory, path: {_stac_catalog(tmp_path)}}}\n")
+    stac_in = _stac_catalog(tmp_path)
+    job.write_text(f"stac_catalog: {{class: Directory, path: {stac_in}}}\n")
+    package = tmp_path / "pkg" / PACKAGE.name
+    package.parent.mkdir()
+    package.write_text(PACKAGE.read_text())
     proc = _run(
-        [TWINPROV, "cwl-runner", "--outdir", str(out), str(PACKAGE), str(job)], home, tmp_path
+        [TWINPROV, "cwl-runner", "--outdir", str(out), str(package), str(job)], home, tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)["hazard_catalog"]
@@ -153,3 +159,24 @@ def test_application_package_answers_the_same_questions(tmp_path: Path) -> None:
     assert steps == {"publish"}
     check = _run([TWINPROV, "crate", "latest", "--check"], home, tmp_path)
     assert check.returncode == 0 and "0 REQUIRED" in check.stderr, check.stderr
+    (linked,) = (home / "stac").rglob("*__catalog.json")  # the Directory output, as an Item
+    item = json.loads(linked.read_text())
+    related = next(link["href"] for link in item["links"] if link["rel"] == "related")
+    assert json.loads(Path(related).read_text())["id"] == "drought-hazard"
+    publish = next(s for s in show["steps"] if s["task_id"] == "publish")
+    assert item["properties"]["twinprov:directory_sha256"] == publish["outputs"][0]["sha256"]
+    # the document is edited after the run: the rerun runs the copy taken when the run started
+    package.write_text(package.read_text().replace("default: hazard", "default: spi"))
+    again = _run([TWINPROV, "publish", f"{show['dag_id']}/{show['run_id']}"], home, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    crate = Path(check.stdout.strip())
+    assert (crate / "workflow" / PACKAGE.name).read_bytes() == PACKAGE.read_bytes()
+    rerun = _run([TWINPROV, "rerun", "latest", "--json"], home, tmp_path)
+    verdict = json.loads(rerun.stdout)
+    assert rerun.returncode == 0 and verdict["status"] == "reproduced", rerun.stderr[-3000:]
+    assert {o["output"] for o in verdict["outputs"]} == {"items", "catalog"}
+    (stac_in / "run1__hazard_map" / "data.nc").write_bytes(b"other bytes")
+    rerun = _run([TWINPROV, "rerun", "latest", "--json"], home, tmp_path)
+    verdict = json.loads(rerun.stdout)
+    assert rerun.returncode == 2 and verdict["status"] == "inputs_changed"
+    assert "stac_catalog" in verdict["notes"][0]

@@ -90,3 +90,58 @@ def test_each_run_keeps_its_items_and_quicklooks(tmp_path: Path) -> None:
     )
     for item_json in items.values():
         assert _thumbnail_of(item_json).is_file()
+
+
+def _folder(root: Path, catalog: bool) -> StacOutput:
+    """A CWL Directory output: a small STAC catalog (two items with bboxes) or a plain folder."""
+    import pystac
+
+    root.mkdir(parents=True)
+    if catalog:
+        cat = pystac.Catalog(id="hazard", description="hazard maps")
+        for n, (west, south) in enumerate([(10.0, 40.0), (12.0, 45.0)]):
+            bbox = [west, south, west + 1, south + 1]
+            geometry = {"type": "Point", "coordinates": [west, south]}
+            when = datetime(2026, 1 + n, 1, tzinfo=UTC)
+            cat.add_item(pystac.Item(f"map{n}", geometry, bbox, when, {}))
+        cat.normalize_and_save(str(root), pystac.CatalogType.SELF_CONTAINED)
+    else:
+        (root / "notes.txt").write_text("not STAC")
+    return StacOutput(
+        name="catalog",
+        step="publish",
+        path=root,
+        sha256=hashlib.sha256(root.name.encode()).hexdigest(),
+        size=1,
+        media_type="inode/directory",
+    )
+
+
+def test_a_stac_catalog_folder_output_is_linked(tmp_path: Path) -> None:
+    """A Directory output that is a STAC catalog becomes an Item of ours whose data asset and
+    `related` link name its catalog.json, with the union of its items' bbox and times; any
+    other folder is left out."""
+    out = _folder(tmp_path / "run" / "hazard-catalog", catalog=True)
+    plain = _folder(tmp_path / "run" / "other", catalog=False)
+    plain = StacOutput(**{**plain.__dict__, "name": "other"})
+    result = publish_items(
+        tmp_path / "stac",
+        dag_id="cwl_pkg",
+        run_id="manual__1",
+        run_slug="r1",
+        run_iri="urn:twinprov:run/cwl_pkg/r1",
+        outputs=[out, plain],
+        software={"twinprov": "test"},
+        processed_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )
+    assert result.skipped == {"other": "a folder, not a STAC catalog"}
+    item = json.loads(result.items["catalog"].read_text(encoding="utf-8"))
+    root = str((out.path / "catalog.json").resolve())
+    assert item["assets"]["data"]["href"] == root
+    assert {"rel": "related", "href": root}.items() <= next(
+        link for link in item["links"] if link["rel"] == "related"
+    ).items()
+    assert item["bbox"] == [10.0, 40.0, 13.0, 46.0]
+    assert item["properties"]["start_datetime"].startswith("2026-01-01")
+    assert item["properties"]["end_datetime"].startswith("2026-02-01")
+    assert item["properties"]["twinprov:directory_sha256"] == out.sha256

@@ -57,6 +57,7 @@ from twinprov.app.crate_unpack import (
     crate_root,
     unpack_zip,
 )
+from twinprov.app.cwl_rerun import cwl_changed_inputs, cwl_params, cwl_spec, is_cwl
 from twinprov.app.errors import RerunError, RerunRefused
 from twinprov.provenance.config import Settings
 from twinprov.provenance.env_facts import comparable_facts
@@ -230,6 +231,8 @@ def read_crate(
         for pv in _ids(run.get("object"))
         if "PropertyValue" in _ids(pv.type) and pv.get("name") != RERUN_PARAM
     }
+    if is_cwl(spec_file):  # CWL values: File/Directory objects recorded as JSON text
+        params = cwl_params(params)
     outputs: dict[tuple[str, str], RecordedOutput] = {}
     inputs: dict[str, dict[str, str]] = {}
     tries: dict[str, tuple[int, Any]] = {}
@@ -466,6 +469,8 @@ def changed_inputs(settings: Settings, original: RecordedRun) -> list[str]:
 
     if hand_written(original):
         return []
+    if is_cwl(original.spec_file):
+        return cwl_changed_inputs(original.spec_file, original.params, original.step_inputs)
     spec = spec_of(original)
     changed = []
     for s in spec.steps:
@@ -487,7 +492,10 @@ def changed_inputs(settings: Settings, original: RecordedRun) -> list[str]:
 
 
 def spec_of(original: RecordedRun) -> WorkflowSpec:
-    """The workflow spec embedded in the original's crate."""
+    """The workflow spec embedded in the original's crate (a CWL document: its steps in the
+    shape the comparison reads)."""
+    if is_cwl(original.spec_file):
+        return cwl_spec(original.spec_file)  # type: ignore[return-value]
     return load_spec(original.spec_file)
 
 
