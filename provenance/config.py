@@ -27,6 +27,11 @@ settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` 
 * ``capture`` (``tagged``): which DAGs the listener records. ``specs``: only the DAGs of
   twinprov's workflow specs; ``tagged``: those and every DAG tagged ``twinprov``; ``all``: every
   DAG (hand-written DAGs included).
+* ``shared_dir``: folder for run folders (workspaces, PROV files, crates), the STAC catalog and
+  input data, when these must be reachable from several machines (default: ``TWINPROV_HOME``).
+  Workers on separate machines (CeleryExecutor) each keep their own ``TWINPROV_HOME`` (the
+  write-ahead spool) and mount one shared filesystem here (NFS, CephFS, a ReadWriteMany
+  volume), at the same path on every worker, the scheduler and the API server.
 * ``step_env_passthrough``: comma-separated names or patterns (``MY_TOOL_*``) of environment
   variables local steps inherit besides the basics (PATH, HOME, locale…); steps never see the
   rest of the task process's environment (``AIRFLOW_CONN_*``, database URLs).
@@ -150,6 +155,13 @@ class Settings:
     """Extra environment variables (names or patterns) local steps inherit."""
     capture: str = "tagged"
     """Which DAGs the listener records (one of :data:`CAPTURE_MODES`)."""
+    shared: Path | None = None
+    """``shared_dir``: where run folders, STAC and data live if not under ``home``."""
+
+    @property
+    def shared_root(self) -> Path:
+        """Folder of what every machine must reach: ``shared_dir``, else ``home``."""
+        return self.shared if self.shared is not None else self.home
 
     def captures(self, tags: object) -> bool:
         """Whether a DAG that is not a twinprov spec DAG, with these tags, is recorded."""
@@ -170,17 +182,17 @@ class Settings:
     @property
     def runs_dir(self) -> Path:
         """Folder holding one sub-folder per recorded run."""
-        return self.home / "runs"
+        return self.shared_root / "runs"
 
     @property
     def data_dir(self) -> Path:
         """Input data that params name (``inputs: [{from: params.X}]``), relative to here."""
-        return self.home / "data"
+        return self.shared_root / "data"
 
     @property
     def stac_dir(self) -> Path:
         """The static STAC catalog of every run's geospatial outputs."""
-        return self.home / "stac"
+        return self.shared_root / "stac"
 
     @property
     def mlflow_artifacts(self) -> Path | None:
@@ -204,6 +216,7 @@ class Settings:
         store = _cfg_value("store_path")
         base = _cfg_value("base_iri") or DEFAULT_BASE_IRI
         mlflow = _cfg_value("mlflow_tracking_uri") or f"sqlite:///{home / 'mlflow.db'}"
+        shared = setting("shared_dir")
         return cls(
             home=home,
             ledger_url=ledger,
@@ -217,6 +230,7 @@ class Settings:
             sparql_gsp_url=(_cfg_value("sparql_gsp_url") or "").strip(),
             sparql_timeout_s=number_setting("sparql_timeout_seconds", 60.0),
             capture=_capture_mode(),
+            shared=Path(shared).expanduser().resolve() if shared else None,
             step_env_passthrough=tuple(
                 p.strip() for p in (_cfg_value("step_env_passthrough") or "").split(",")
             ),

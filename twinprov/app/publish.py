@@ -12,6 +12,7 @@ __all__ = [
     "Publication",
     "catch_up",
     "export_run",
+    "events_gap",
     "publish_pending",
     "publish_run",
 ]
@@ -423,13 +424,17 @@ def _run_stages(ctx: PublishContext, stages: Sequence[Stage]) -> None:
             log.warning("twinprov: publication stage %s not done: %s", stage.name, reason)
 
 
-def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
+def publish_run(
+    settings: Settings, dag_id: str, run_id: str, *, missing: Sequence[str] = ()
+) -> Publication:
     """Publish one run: the stages of :data:`BEFORE_PROV`, the PROV files and the ledger row,
     the stages of :data:`AFTER_PROV`, then the graph store.
 
     Only the PROV files and the ledger are essential; a stage that fails is recorded as a gap of
     the publication (its name, the reason), which ``twinprov publish RUN`` fills in later. A
-    graph store that cannot be reached leaves the run pending for it.
+    graph store that cannot be reached leaves the run pending for it. ``missing`` names task
+    tries Airflow reports ended whose events the ledger does not hold yet (still in another
+    worker's spool, see :mod:`twinprov.app.drain`): recorded as the gap ``events``.
     """
     ledger = Ledger(settings.ledger_url)
     ledger.ingest_spool(settings.spool_dir)
@@ -448,6 +453,8 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         graph=Ids(settings.base_iri).run(dag_id, run_id),
         spec=_spec_of(rec),
     )
+    if missing:
+        ctx.gaps["events"] = events_gap(missing)
     _run_stages(ctx, BEFORE_PROV)
     publication = ctx.publication
     facts = RunFacts(
@@ -504,6 +511,14 @@ def publish_run(settings: Settings, dag_id: str, run_id: str) -> Publication:
         len(tries),
         gaps=ctx.gaps,
         verdict=publication.get("verdict"),
+    )
+
+
+def events_gap(missing: Sequence[str]) -> str:
+    """The reason recorded when a run is published without the events of ``missing`` tasks."""
+    return (
+        f"no events yet of {', '.join(missing)} (ended in Airflow; still in a worker's spool?): "
+        "published without them, published again when that worker drains its spool"
     )
 
 
