@@ -65,7 +65,7 @@ class Celery:
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "AIRFLOW__CELERY__RESULT_BACKEND": (
-                f"db+postgresql://airflow:{self.stack.passwords['airflow']}"
+                f"db+postgresql+psycopg2://airflow:{self.stack.passwords['airflow']}"
                 f"@127.0.0.1:{pg.port}/airflow"
             ),
             "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG,
