@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 export TWINPROV_HOME ?= $(CURDIR)/.twinprov
 
 # Debian packages some tests need: Graphviz (provenance pictures), Chromium (the browser test),
-# docker-compose (checks docker-compose.yaml), PostgreSQL (the production-stack tests).
-SYSTEM_PACKAGES := graphviz chromium docker-compose postgresql
+# docker-compose (checks docker-compose.yaml), PostgreSQL (the production-stack tests), Redis
+# (the Celery broker of the multi-worker tests).
+SYSTEM_PACKAGES := graphviz chromium docker-compose postgresql redis-server
 
 CWL_VENV := .venv-cwl
 CWL_TESTS ?= ../shared/cwl-v1.2-conformance

@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,18 +62,27 @@ def phase(stack: Stack, capture: bool, runs: int, seed0: int) -> tuple[float, fl
     """Trigger ``runs`` runs at once; runs per minute until the last one ended, and the stack's
     CPU seconds per run."""
     stack.restart_scheduler(None if capture else {"TWINPROV_CAPTURE": "off"})
-    cpu0 = stack_cpu_seconds(stack)
+    return measure(stack, runs, seed0, lambda: stack_cpu_seconds(stack),
+                   f"provenance {'on ' if capture else 'off'}")  # fmt: skip
+
+
+def measure(
+    stack: Stack, runs: int, seed0: int, cpu_seconds: Callable[[], float], label: str
+) -> tuple[float, float]:
+    """Trigger ``runs`` runs of the DAG at once, wait for them; runs per minute and CPU seconds
+    per run (``cpu_seconds()`` before and after), printed after ``label``."""
+    cpu0 = cpu_seconds()
     t0 = time.monotonic()
     ids = [stack.trigger(DAG, {"seed": seed0 + i}) for i in range(runs)]
     states = stack.wait_runs(DAG, ids, timeout=1800)
     elapsed = time.monotonic() - t0
-    cpu = (stack_cpu_seconds(stack) - cpu0) / runs
+    cpu = (cpu_seconds() - cpu0) / runs
     bad = [r for r, s in states.items() if s != "success"]
     if bad:
         raise SystemExit(f"{len(bad)} run(s) failed: {bad[:3]}")
     rate = runs / elapsed * 60
     step_s, publish_s = task_seconds(stack, ids)
-    print(f"  provenance {'on ' if capture else 'off'}: {runs} runs in {elapsed:6.1f} s "
+    print(f"  {label}: {runs} runs in {elapsed:6.1f} s "
           f"= {rate:5.2f} runs/min, {cpu:5.2f} CPU s/run (mean task time: step {step_s:.2f} s, "
           f"publish {publish_s:.2f} s)")  # fmt: skip
     return rate, cpu
@@ -119,7 +129,6 @@ def catch_up_rate(stack: Stack, copies: int, reps: int = 3) -> float:
     """
     import contextlib
     import shutil
-    from collections.abc import Callable
     from typing import Any
 
     import httpx

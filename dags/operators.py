@@ -260,7 +260,11 @@ class PublishOperator(BaseOperator):
         ti = context["ti"]
         from twinprov.airflow.connections import yprov_connection
 
-        pub = publish_run(Settings.load(), ti.dag_id, ti.run_id, connection=yprov_connection)
+        settings = Settings.load()
+        missing = self.wait_for_other_workers(settings, ti)
+        pub = publish_run(
+            settings, ti.dag_id, ti.run_id, connection=yprov_connection, missing=missing
+        )
         if pub.verdict is not None:
             v = pub.verdict
             self.log.info(
@@ -290,6 +294,53 @@ class PublishOperator(BaseOperator):
         else:
             self.log.info("graph %s: %s triples", pub.graph, pub.triples)
         return {"state": pub.state, "files": pub.files, "graph": pub.graph}
+
+    def wait_for_other_workers(self, settings: Settings, ti: Any) -> list[str]:
+        """Task instances Airflow reports ended whose events are not in the ledger after
+        ``[twinprov] outstanding_wait_seconds`` (workers on other machines drain their spools
+        meanwhile); none are looked for when the wait is 0 (the default of executors that run
+        every task on this machine, whose spool the publication drains itself)."""
+        from twinprov.app.drain import wait_for_events
+
+        wait = outstanding_wait_seconds()
+        if wait <= 0:
+            return []
+        try:
+            crumbs = ti.get_task_breadcrumbs(ti.dag_id, ti.run_id)
+            ended = {
+                (str(c["task_id"]), int(c.get("map_index", -1))): str(c["state"])
+                for c in crumbs
+                if c["task_id"] != ti.task_id
+            }
+        except Exception as e:  # provenance never breaks the run: publish what is there
+            self.log.warning("task states unavailable (%s): not waiting for other workers", e)
+            return []
+        missing = wait_for_events(settings, ti.dag_id, ti.run_id, ended, wait)
+        if missing:
+            self.log.warning(
+                "after %g s the ledger still lacks the events of %s: publishing without them "
+                "(gap 'events'); the worker holding them publishes the run again",
+                wait,
+                ", ".join(missing),
+            )
+        return missing
+
+
+REMOTE_EXECUTORS = ("CeleryExecutor", "KubernetesExecutor", "EdgeExecutor")
+"""Executors that run tasks on other machines, each with its own spool."""
+
+
+def outstanding_wait_seconds() -> float:
+    """``[twinprov] outstanding_wait_seconds``: how long the publish task waits for the events
+    of ended tasks that are not in the ledger yet; default 120 with an executor of
+    :data:`REMOTE_EXECUTORS`, else 0."""
+    from airflow.configuration import conf
+
+    from twinprov.provenance.config import number_setting
+
+    executor = str(conf.get("core", "executor", fallback=""))
+    default = 120.0 if any(name in executor for name in REMOTE_EXECUTORS) else 0.0
+    return number_setting("outstanding_wait_seconds", default, zero=True)
 
 
 def producer_output(

@@ -125,11 +125,12 @@ def _summary(rec: RunRecord) -> dict[str, Any]:
 def _inside_home(path: str | Path | None) -> Path | None:
     if not path:
         return None
-    home = service().settings.home.resolve()
+    settings = service().settings
     p = Path(path).resolve()
-    if p != home and home not in p.parents:
-        return None
-    return p if p.exists() else None
+    for root in {settings.home.resolve(), settings.shared_root.resolve()}:
+        if p == root or root in p.parents:
+            return p if p.exists() else None
+    return None
 
 
 # -- run page ----------------------------------------------------------------------------------

@@ -34,6 +34,11 @@ settings are read through :func:`setting` too, by ``twinprov.airflow.settings`` 
   runs it (default: the package's home page, if its metadata names one).
 * ``openlineage`` (``off``): ``on`` sends each run's OpenLineage events at publication, to the
   transport OpenLineage's own configuration names (``openlineage.yml``, ``OPENLINEAGE_*``).
+* ``shared_dir``: folder for run folders (workspaces, PROV files, crates), the STAC catalog and
+  input data, when these must be reachable from several machines (default: ``TWINPROV_HOME``).
+  Workers on separate machines (CeleryExecutor) each keep their own ``TWINPROV_HOME`` (the
+  write-ahead spool) and mount one shared filesystem here (NFS, CephFS, a ReadWriteMany
+  volume), at the same path on every worker, the scheduler and the API server.
 * ``step_env_passthrough``: comma-separated names or patterns (``MY_TOOL_*``) of environment
   variables local steps inherit besides the basics (PATH, HOME, locale…); steps never see the
   rest of the task process's environment (``AIRFLOW_CONN_*``, database URLs).
@@ -179,6 +184,13 @@ class Settings:
     openlineage: bool = False
     """Whether each publication sends the run's OpenLineage events (``[twinprov] openlineage``;
     where to is OpenLineage's own configuration: ``openlineage.yml``, ``OPENLINEAGE_*``)."""
+    shared: Path | None = None
+    """``shared_dir``: where run folders, STAC and data live if not under ``home``."""
+
+    @property
+    def shared_root(self) -> Path:
+        """Folder of what every machine must reach: ``shared_dir``, else ``home``."""
+        return self.shared if self.shared is not None else self.home
 
     def captures(self, tags: object) -> bool:
         """Whether a DAG that is not a twinprov spec DAG, with these tags, is recorded."""
@@ -199,17 +211,17 @@ class Settings:
     @property
     def runs_dir(self) -> Path:
         """Folder holding one sub-folder per recorded run."""
-        return self.home / "runs"
+        return self.shared_root / "runs"
 
     @property
     def data_dir(self) -> Path:
         """Input data that params name (``inputs: [{from: params.X}]``), relative to here."""
-        return self.home / "data"
+        return self.shared_root / "data"
 
     @property
     def stac_dir(self) -> Path:
         """The static STAC catalog of every run's geospatial outputs."""
-        return self.home / "stac"
+        return self.shared_root / "stac"
 
     @property
     def mlflow_artifacts(self) -> Path | None:
@@ -233,6 +245,7 @@ class Settings:
         store = _cfg_value("store_path")
         base = _cfg_value("base_iri") or DEFAULT_BASE_IRI
         mlflow = _cfg_value("mlflow_tracking_uri") or f"sqlite:///{home / 'mlflow.db'}"
+        shared = setting("shared_dir")
         return cls(
             home=home,
             ledger_url=ledger,
@@ -251,6 +264,7 @@ class Settings:
             crate_publisher_url=_http_url_setting("crate_publisher_url"),
             crate_engine_url=_http_url_setting("crate_engine_url"),
             openlineage=_on_off("openlineage"),
+            shared=Path(shared).expanduser().resolve() if shared else None,
             step_env_passthrough=tuple(
                 p.strip() for p in (_cfg_value("step_env_passthrough") or "").split(",")
             ),

@@ -351,10 +351,16 @@ class Ledger:
         A run that gains events this way is marked unpublished (``published_digest`` cleared):
         if it had been published already, its PROV lacks them, and ``twinprov publish
         --pending`` publishes it again."""
+        return self.drain_spool(spool_dir)[0]
+
+    def drain_spool(self, spool_dir: Path) -> tuple[int, set[tuple[str, str]]]:
+        """:meth:`ingest_spool`, also returning the ``(dag_id, run_id)`` of every run it added
+        events to (those with step events are marked unpublished)."""
         added = 0
-        if not spool_dir.is_dir():
-            return 0
         stale: set[tuple[str, str]] = set()
+        touched: set[tuple[str, str]] = set()
+        if not spool_dir.is_dir():
+            return 0, touched
         for f in sorted(spool_dir.glob("*.jsonl")):
             try:
                 fd = os.open(f, os.O_RDONLY)
@@ -367,6 +373,7 @@ class Ledger:
                     ev = TaskEvent(**rec["event"])
                     if self.append(ev, rec.get("run_info")):
                         added += 1
+                        touched.add((ev.dag_id, ev.run_id))
                         if ev.payload.get("role") != "publish":  # not part of the PROV
                             stale.add((ev.dag_id, ev.run_id))
                 f.unlink(missing_ok=True)
@@ -374,7 +381,7 @@ class Ledger:
                 os.close(fd)
         for dag_id, run_id in sorted(stale):
             self.update_run(dag_id, run_id, published_digest=None)
-        return added
+        return added, touched
 
     def store_pending(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """``(dag_id, run_id, published_digest, publication)`` of every run published but not

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,56 @@ def orphans(triples: set[tuple[str, str, str]], run: str) -> list[str]:
         if e not in linked:
             lost.append(e)
     return lost
+
+
+def assert_fan_runs_complete(
+    stack: Stack, dag: str, run_ids: Iterable[str], width: int
+) -> tuple[int, int, int]:
+    """Every run of a fan dag (``width`` parallel steps, then the publish task) succeeded and is
+    complete and separate: its ledger holds exactly ``running`` + ``success`` of each task, try 1
+    (nothing lost, nothing twice); its graph in the store equals its published PROV, one activity
+    per step, each with its output, linked to the run; no triple of another run. Returns the
+    run rows, event rows and triples counted."""
+    seeds = list(run_ids)
+    led = ledger(stack)
+    graphs = {rid: graph_iri(dag, rid) for rid in seeds}
+    counts = store_counts(stack)
+    triples = {rid: store_triples(stack, g) for rid, g in graphs.items()}
+    generated = {
+        rid: {s for s, p, o in t if p == f"<{PROV}wasGeneratedBy>"} for rid, t in triples.items()
+    }
+    events = 0
+    for rid in seeds:
+        ev = led.events(dag, rid)
+        events += len(ev)
+        # ledger: running + success for each of the steps and the publish task
+        keys = sorted((e.task_id, e.try_number, e.state) for e in ev)
+        expected = sorted(
+            (t, 1, s)
+            for t in [*(f"s{i}" for i in range(1, width + 1)), "publish_provenance"]
+            for s in ("running", "success")
+        )
+        assert keys == expected, rid
+        rec = led.run(dag, rid)
+        assert rec is not None and rec.state == "success" and rec.stored_digest, rid
+        assert rec.published_digest == rec.stored_digest, rid
+
+        mine = triples[rid]
+        assert counts[graphs[rid]] == len(mine)
+        assert mine == turtle_triples(published_turtle(rec).read_bytes()), rid
+        # complete: one try per step, each with its output, all linked to the run
+        assert tries_in(mine) == {(f"s{i}", 1): 1 for i in range(1, width + 1)}, rid
+        assert len(subjects_by_type(mine, TP + "DataFile")) == width + 1  # + spec
+        assert orphans(mine, graphs[rid]) == [], rid
+        assert len(generated[rid]) == width, rid
+        # separate: nothing of another run (its IRIs, its outputs) in this graph
+        text = " ".join(" ".join(t) for t in mine)
+        for other, g in graphs.items():
+            if other != rid:
+                assert g not in text, f"{rid}'s graph mentions run {other}"
+                assert not any(e in text for e in generated[other]), (rid, other)
+        assert f"<{graphs[rid]}>" in text
+    rows_runs = sum(1 for r in led.runs() if r.dag_id == dag and r.run_id in seeds)
+    assert rows_runs == len(seeds)
+    assert events == len(seeds) * (width + 1) * 2
+    return rows_runs, events, sum(len(t) for t in triples.values())

@@ -140,3 +140,46 @@ def test_dockerfile_builds_on_the_official_airflow_image() -> None:
     for target in ("oxigraph", "mlflow", "airflow"):
         assert f" AS {target}" in text
     assert Path(REPO / "docker" / "postgres-init.sh").stat().st_mode & 0o111
+
+
+def test_celery_workers_scale_each_with_its_own_home(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Celery setup: Redis broker, `worker` replicas (`--scale worker=N`) each with an
+    anonymous volume of its own as TWINPROV_HOME and the one shared folder for run folders,
+    Flower only under its profile; the Celery config named is twinprov's and imports."""
+    import importlib
+
+    services = config["services"]
+    assert "redis-cli" in " ".join(services["redis"]["healthcheck"]["test"])
+    assert "ports" not in services["redis"]
+    worker = services["worker"]
+    assert "container_name" not in worker, "a named container cannot scale"
+    cmd = worker["command"]
+    assert (" ".join(cmd) if isinstance(cmd, list) else cmd) == "celery worker"
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["flower"]["profiles"] == ["flower"]
+
+    def mounts(svc: dict[str, Any]) -> dict[str, str]:
+        """container path -> source ('' for an anonymous volume)."""
+        out = {}
+        for v in svc["volumes"]:
+            if isinstance(v, dict):
+                out[str(v["target"])] = str(v.get("source") or "")
+            else:
+                parts = str(v).split(":")
+                out[parts[1] if len(parts) > 1 else parts[0]] = parts[0] if len(parts) > 1 else ""
+        return out
+
+    env = {k: str(v) for k, v in worker["environment"].items()}
+    home, shared = env["TWINPROV_HOME"], env["AIRFLOW__TWINPROV__SHARED_DIR"]
+    assert mounts(worker)[home] == "", "each worker replica needs a twinprov home of its own"
+    for name in (*AIRFLOW_SERVICES, "worker"):
+        svc = services[name]
+        e = {k: str(v) for k, v in svc["environment"].items()}
+        assert e["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert e["AIRFLOW__TWINPROV__SHARED_DIR"] == shared, name
+        assert mounts(svc)[shared] == "twinprov-shared", f"{name}: run folders not shared"
+        module, _, attr = e["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"].rpartition(".")
+    monkeypatch.setenv("AIRFLOW__TWINPROV__SHARED_DIR", shared)  # checked at import
+    assert isinstance(getattr(importlib.import_module(module), attr), dict)

@@ -12,6 +12,7 @@ __all__ = [
     "Publication",
     "catch_up",
     "export_run",
+    "events_gap",
     "publish_pending",
     "publish_run",
 ]
@@ -469,6 +470,7 @@ def publish_run(
     run_id: str,
     *,
     connection: Callable[[str], Any] | None = None,
+    missing: Sequence[str] = (),
 ) -> Publication:
     """Publish one run: the stages of :data:`BEFORE_PROV`, the PROV files and the ledger row,
     the stages of :data:`AFTER_PROV`, then the graph store.
@@ -477,6 +479,8 @@ def publish_run(
     the publication (its name, the reason), which ``twinprov publish RUN`` fills in later. A
     graph store that cannot be reached leaves the run pending for it. ``connection`` looks up
     Airflow connections (for yProv; default: Airflow's ``AIRFLOW_CONN_*`` variables).
+    ``missing`` names task tries Airflow reports ended whose events the ledger does not hold
+    yet (still in another worker's spool, see :mod:`twinprov.app.drain`): the gap ``events``.
     """
     ledger = Ledger(settings.ledger_url)
     ledger.ingest_spool(settings.spool_dir)
@@ -496,6 +500,8 @@ def publish_run(
         spec=_spec_of(rec),
         connection=connection,
     )
+    if missing:
+        ctx.gaps["events"] = events_gap(missing)
     _run_stages(ctx, BEFORE_PROV)
     publication = ctx.publication
     facts = RunFacts(
@@ -564,6 +570,14 @@ def publish_run(
         len(tries),
         gaps=ctx.gaps,
         verdict=publication.get("verdict"),
+    )
+
+
+def events_gap(missing: Sequence[str]) -> str:
+    """The reason recorded when a run is published without the events of ``missing`` tasks."""
+    return (
+        f"no events yet of {', '.join(missing)} (ended in Airflow; still in a worker's spool?): "
+        "published without them, published again when that worker drains its spool"
     )
 
 
