@@ -20,6 +20,7 @@ import io
 import json
 import os
 import sys
+from typing import Any
 
 DOCKER_ON_HOST_ENV = "TWINPROV_CWL_DOCKER_ON_HOST"
 """Set to 1 (setting ``cwl_docker_on_host``): a tool whose DockerRequirement is a requirement
@@ -54,7 +55,7 @@ def _where(node) -> str:  # type: ignore[no-untyped-def]
     """``/abs/file.cwl:line:col:`` of a YAML node as written (schema-salad keeps the line)."""
     from urllib.parse import unquote, urlparse
 
-    lc = getattr(node, "lc", None)
+    lc: Any = getattr(node, "lc", None)
     name = getattr(lc, "filename", None)
     if not name or getattr(lc, "line", None) is None:
         return ""
