@@ -27,6 +27,10 @@ def prepare_environment() -> None:
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+    # dag.test() runs every task in this process, which holds Airflow's SQLite DB open: the
+    # OpenLineage provider (if installed) must not fork per task event, or the forks share
+    # and corrupt that DB ("database disk image is malformed"); it sends from a thread instead
+    os.environ.setdefault("AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD", "True")
     Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
 
 

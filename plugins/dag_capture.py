@@ -350,56 +350,34 @@ def _add_asset_events(
 
 
 class _Publisher:
-    """One background thread that publishes ended runs, one at a time, in the order they
-    ended: the DAG-run hooks run in the scheduler's loop (and at the end of ``dag.test()``),
-    which must not wait for PROV files, a crate and the graph store (the OpenLineage provider
-    emits its DAG-run events from a background executor for the same reason). The ledger holds
-    every event first: a run whose publication a stopped process never did stays pending, and
-    ``twinprov publish --pending`` finishes it."""
+    """Publishes ended runs where the DAG-run hook runs (the scheduler's loop, or the end of
+    ``dag.test()``), one at a time. The ledger holds every event first: a run whose
+    publication a stopped process never did stays pending, and ``twinprov publish --pending``
+    finishes it. (Publishing from a background thread was tried: it raced with the same
+    process's later use of Airflow's SQLite metadata DB and of the settings, so it is not done.)
+    """
 
     def __init__(self) -> None:
-        import queue
-        import threading
-
-        self.queue: queue.Queue[tuple[str, str, bool]] = queue.Queue()
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-        self.pid = 0
         self.seconds = 0.0
         """Time spent publishing (read by bench/capture_overhead_dag)."""
 
     def submit(self, dag_id: str, run_id: str, publish: bool) -> None:
-        import threading
-
-        with self.lock:
-            if self.thread is None or not self.thread.is_alive() or self.pid != os.getpid():
-                self.thread = threading.Thread(
-                    target=self._work, name="twinprov-publisher", daemon=True
-                )
-                self.pid = os.getpid()
-                self.thread.start()
-        self.queue.put((dag_id, run_id, publish))
-
-    def _work(self) -> None:
         import time
 
-        while True:
-            dag_id, run_id, publish = self.queue.get()
-            t0 = time.perf_counter()
-            try:
-                if publish:
-                    publish_ended_run(dag_id, run_id)
-                announce_verdict(dag_id, run_id)  # a rerun's verdict, on its output assets
-            except Exception:
-                log.warning(
-                    "twinprov: could not publish %s/%s (`twinprov publish --pending` finishes it)",
-                    dag_id,
-                    run_id,
-                    exc_info=True,
-                )
-            finally:
-                self.seconds += time.perf_counter() - t0
-                self.queue.task_done()
+        t0 = time.perf_counter()
+        try:
+            if publish:
+                publish_ended_run(dag_id, run_id)
+            announce_verdict(dag_id, run_id)  # a rerun's verdict, on its output assets
+        except Exception:
+            log.warning(
+                "twinprov: could not publish %s/%s (`twinprov publish --pending` finishes it)",
+                dag_id,
+                run_id,
+                exc_info=True,
+            )
+        finally:
+            self.seconds += time.perf_counter() - t0
 
 
 _publisher = _Publisher()
@@ -407,14 +385,13 @@ _publisher = _Publisher()
 
 def after_run(dag_id: str, run_id: str, *, publish: bool) -> None:
     """A DAG run ended: publish it (a hand-written DAG's run, ``publish``) and announce a
-    rerun's verdict on its output assets, in the background (:class:`_Publisher`)."""
+    rerun's verdict on its output assets (:class:`_Publisher`)."""
     _publisher.submit(dag_id, run_id, publish)
 
 
 def wait_published() -> None:
-    """Wait until every run that ended in this process is published (``twinprov run`` shows
-    the run's crate and graph; a process about to exit)."""
-    _publisher.queue.join()
+    """Every run that ended in this process is published by then (publication happens in the
+    DAG-run hook itself); kept for callers that wait for it."""
 
 
 def publishing_seconds() -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from twinprov.app.publish import AFTER_PROV, BEFORE_PROV, crate_dir, publish_run
+from twinprov.app.publish import AFTER_PROV, BEFORE_PROV, WITH_PROV, crate_dir, publish_run
 from twinprov.dags.runner import run_workflow
 from twinprov.provenance.config import Settings
 from twinprov.provenance.ledger import Ledger
@@ -30,8 +30,9 @@ steps:
 def test_the_stages_are_named_and_ordered() -> None:
     assert [s.name for s in BEFORE_PROV] == ["mlflow", "verdict"]
     assert [s.name for s in AFTER_PROV] == [
-        "validation_report", "validations", "stac", "crate", "mlflow_tags"
+        "validation_report", "validations", "stac", "crate", "mlflow_tags", "openlineage"
     ]
+    assert [s.name for s in WITH_PROV] == ["yprov"]
 
 
 @pytest.mark.usefixtures("airflow_db")
