@@ -28,7 +28,14 @@ outputs:
 
 
 def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "TWINPROV_HOME": str(tmp_path / "home"), **env}
+    # its own Airflow DB: with the session's DB shared, a run of this test left that SQLite file
+    # unreadable ("disk I/O error") for the tests after it (cause not found yet; see the note)
+    environ = {
+        **os.environ,
+        "TWINPROV_HOME": str(tmp_path / "home"),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        **env,
+    }
     return subprocess.run(
         [TWINPROV, *args],
         capture_output=True,
