@@ -7,8 +7,8 @@ and DAGs folder; modes alternate round by round:
 
 * ``off`` — twinprov's capture off (``TWINPROV_CAPTURE=off``), OpenLineage disabled;
 * ``twinprov`` — everything twinprov adds: the listener writing the ledger on every task state
-  change, hashing the outlets, and the publication handed over by ``on_dag_run_success`` to a
-  background thread (PROV files, Oxigraph graph, crate);
+  change, hashing the outlets, and the publication done in ``on_dag_run_success`` (PROV files,
+  Oxigraph graph, crate);
 * ``openlineage`` — twinprov off, the Airflow OpenLineage provider on with its file transport
   (only if the provider is installed; it is not a twinprov dependency).
 

@@ -19,7 +19,9 @@ CONFORMANCE = Path(os.environ.get("CWL_TESTS", REPO.parent / "shared" / "cwl-v1.
 
 
 def _run(args: list[str], home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TWINPROV_HOME": str(home)}
+    # its own Airflow DB, as in test_cwl_errors: with the session's DB shared, cwl-runner
+    # processes left it unreadable ("disk I/O error") for the tests after them
+    env = {**os.environ, "TWINPROV_HOME": str(home), "AIRFLOW_HOME": f"{home}-airflow"}
     return subprocess.run(
         args, capture_output=True, text=True, env=env, cwd=cwd, timeout=300, check=False
     )
