@@ -4,6 +4,7 @@ reaches a published file (the stack's, the yProv publication's)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 
@@ -27,5 +28,17 @@ def find_secrets(blobs: dict[str, bytes], secrets: dict[str, str]) -> list[str]:
 
 
 def files_under(root: Path) -> dict[str, bytes]:
-    """Every file under ``root``, by path."""
-    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Every file under ``root``, by path. SQLite files are read by a child process: closing a
+    descriptor of a database this process has open drops SQLite's POSIX locks on it, and the
+    next write by another process then corrupts it ("disk I/O error", "malformed")."""
+    out = {}
+    for p in root.rglob("*"):
+        if not p.is_file():
+            continue
+        if ".db" in p.name or ".sqlite" in p.name:
+            out[str(p)] = subprocess.run(
+                ["cat", str(p)], capture_output=True, check=False
+            ).stdout
+        else:
+            out[str(p)] = p.read_bytes()
+    return out
