@@ -10,6 +10,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -211,11 +212,22 @@ def test_hand_written_dag_events_share_the_providers_run_ids(
     assert outcome.state == "success"
     run = {"dag_id": outcome.dag_id, "run_id": outcome.run_id}
     ours = read_events(lineage_file)
-    theirs = [
-        e
-        for e in map(json.loads, lineage_file.read_text().splitlines())
-        if e["producer"] != PRODUCER
-    ]
+
+    def providers() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in map(json.loads, lineage_file.read_text().splitlines())
+            if e["producer"] != PRODUCER
+        ]
+
+    # the provider sends its DAG-run events from a background executor: wait for them
+    deadline = time.monotonic() + 60
+    theirs = providers()
+    while time.monotonic() < deadline and not any(
+        e["job"]["name"] == run["dag_id"] for e in theirs
+    ):
+        time.sleep(0.5)
+        theirs = providers()
     # the DAG run: the provider's event (its DAG-run listener) and ours are on the same run
     dag_runs = {e["run"]["runId"] for e in ours if e["job"]["name"] == run["dag_id"]}
     assert dag_runs == {e["run"]["runId"] for e in theirs if e["job"]["name"] == run["dag_id"]}
