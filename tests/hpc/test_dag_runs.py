@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,7 @@ def test_demo_hpc_spec_through_the_fakes(
     fake_cluster.shared = {"pvc:dt-runs": "site-fs", f"host:{HOST_PATH}": "site-fs"}
     spec = workflows_dir / "drought_early_warning_hpc.yaml"  # alone in its folder
     spec.write_text((REPO / "dags" / "workflows" / spec.name).read_text())
+    shutil.copytree(REPO / "dags" / "workflows" / "drought", workflows_dir / "drought")  # build:
     outcome = run_workflow(str(spec), {"seed": 7})
     assert outcome.state == "success"
     final = _final(outcome.dag_id, outcome.run_id)
