@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_rerun import MAKE  # the same grid maker
 from twinprov.cli import main
 
 SPEC = """
@@ -28,17 +29,6 @@ steps:
         compare: {rtol: 0.0, atol: 0.001}
 """
 
-MAKE = """
-import sys
-import numpy as np
-import xarray as xr
-noise = float(sys.argv[1])
-values = np.linspace(0.0, 1.0, 12).reshape(3, 4)
-if noise:
-    values = values + np.random.default_rng().normal(0.0, noise, values.shape)  # unseeded
-xr.Dataset({"v": (("lat", "lon"), values)},
-           coords={"lat": [45.0, 46.0, 47.0], "lon": [6.0, 7.0, 8.0, 9.0]}).to_netcdf("grid.nc")
-"""
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -12,19 +12,8 @@ from pathlib import Path
 
 TWINPROV = str(Path(sys.executable).with_name("twinprov"))
 
-TOOL = """\
-cwlVersion: v1.2
-class: CommandLineTool
-requirements:
-  DockerRequirement:
-    dockerPull: docker.io/library/debian:12
-baseCommand: echo
-stdout: said.txt
-inputs:
-  msg: {type: string, inputBinding: {position: 1}}
-outputs:
-  said: {type: stdout}
-"""
+TOOL = (Path(__file__).resolve().parents[1] / "data" / "cwl" / "say_docker.cwl").read_text()
+"""A tool with a DockerRequirement (shared with the other CWL error test)."""
 
 
 def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -13,19 +13,8 @@ import pytest
 from twinprov.provenance import cwl_exec
 from twinprov.provenance.cwl_doc import cwl_python
 
-TOOL = """\
-cwlVersion: v1.2
-class: CommandLineTool
-requirements:
-  DockerRequirement:
-    dockerPull: docker.io/library/debian:12
-baseCommand: echo
-stdout: said.txt
-inputs:
-  msg: {type: string, inputBinding: {position: 1}}
-outputs:
-  said: {type: stdout}
-"""
+TOOL = (Path(__file__).resolve().parents[1] / "data" / "cwl" / "say_docker.cwl").read_text()
+"""A tool with a DockerRequirement (shared with the other CWL error test)."""
 
 
 def _run(tmp_path: Path, on_host: bool) -> subprocess.CompletedProcess[str]:
