@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -204,13 +206,20 @@ def lineage_file(
 def test_hand_written_dag_events_share_the_providers_run_ids(
     airflow_db: None, lineage_file: Path
 ) -> None:
-    from twinprov.dags.runner import run_workflow
-
-    # Airflow's provider reads its configuration afresh under pytest (its conf.py), so the
-    # variables of `lineage_file` enable it
-    outcome = run_workflow("snow_cover_report", {"station": "Davos"})
-    assert outcome.state == "success"
-    run = {"dag_id": outcome.dag_id, "run_id": outcome.run_id}
+    """The run goes through ``twinprov run`` in a process of its own: Airflow loads plugins once
+    per process, and the provider's plugin registers its listener only if OpenLineage is
+    configured at that moment (in a test process, an earlier test has loaded them without it)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "twinprov.cli", "run", "snow_cover_report", "-p", "station=Davos"]
+        + ["--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary_json = json.loads(proc.stdout)
+    assert summary_json["state"] == "success"
+    run = {"dag_id": summary_json["dag_id"], "run_id": summary_json["run_id"]}
     ours = read_events(lineage_file)
 
     def providers() -> list[dict[str, Any]]:

@@ -444,7 +444,11 @@ class Stack:
             MLFLOW_TRACKING_URI=self.mlflow_uri,
         )
         env.update(self.extra_env)
-        return env
+        # the stack runs the demo: its publication settings, as `twinprov demo` and a deployment
+        # that names its publisher (the crate's RECOMMENDED publisher/url checks)
+        from twinprov.provenance.config import demo_environment
+
+        return demo_environment(env)
 
     def settings(self) -> Any:
         """twinprov's :class:`~twinprov.provenance.config.Settings` of this stack."""
