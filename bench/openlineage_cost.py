@@ -16,7 +16,6 @@ Prints both ratios.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -106,7 +105,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="publications per setting (a)")
     ap.add_argument("--dag-rounds", type=int, default=2, help="runs per mode (b)")
     ns = ap.parse_args()
-    if importlib.util.find_spec("airflow.providers.openlineage") is None:
+    if not dagbench.has_provider():
         raise SystemExit("install the dev extras: apache-airflow-providers-openlineage is needed")
     ratios = capture_ratios(ns.dag_rounds)  # (b) first: fresh processes, before (a) imports
     pub = publication_ratio(ns.rounds)
