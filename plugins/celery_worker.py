@@ -12,6 +12,8 @@ builds Airflow's Celery app (workers, the scheduler's CeleryExecutor):
   filesystem every machine mounts, named by ``[twinprov] shared_dir``; without it the process
   stops at start with a :class:`~twinprov.provenance.errors.ConfigError` that says so
   (a step reads the outputs of the steps before it, which may have run on another worker);
+* **preloads the capture** (the listener's modules and facts), so that task processes, forks of
+  the worker, inherit them instead of importing them once per task;
 * **drains the worker's spool**: when a worker is ready, and every
   ``[twinprov] spool_drain_seconds`` (30) after that, a thread of the worker's main process moves
   the events of its ``TWINPROV_HOME/spool`` into the ledger and publishes again the runs that
@@ -29,6 +31,11 @@ from typing import Any
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 from celery.signals import worker_ready, worker_shutdown
 
+# The worker's main process imports this module before its pool forks, and every task process is
+# a fork of a pool process: importing the listener here runs its preload (the capture's and the
+# publication's modules, the Python environment, the ledger's engine) once per worker instead of
+# once per task process, as the scheduler does for the LocalExecutor.
+import twinprov.airflow.listener  # noqa: F401  (imported for its preload)
 from twinprov.app.drain import drain_spool
 from twinprov.provenance.config import Settings, number_setting
 from twinprov.provenance.errors import ConfigError

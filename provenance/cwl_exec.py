@@ -59,7 +59,8 @@ def _where(node) -> str:  # type: ignore[no-untyped-def]
     name = getattr(lc, "filename", None)
     if not name or getattr(lc, "line", None) is None:
         return ""
-    path = unquote(urlparse(name).path) if name.startswith("file://") else name
+    # schema-salad names the file relative to the working directory when it is below its parent
+    path = unquote(urlparse(name).path) if name.startswith("file://") else os.path.abspath(name)
     return f"{path}:{lc.line + 1}:{lc.col + 1}:"
 
 
