@@ -104,3 +104,32 @@ def test_celery_workers_refuse_to_start_without_a_shared_folder(
     with pytest.raises(ConfigError, match=r"shared_dir \(AIRFLOW__TWINPROV__SHARED_DIR\)"):
         check_storage(fresh_settings(tmp_path))
     check_storage(dataclasses.replace(fresh_settings(tmp_path), shared=tmp_path / "nfs"))
+
+
+def test_celery_config_preloads_the_capture_before_the_pool_forks(tmp_path: Path) -> None:
+    """A fresh interpreter, as ``airflow celery worker`` is, that only builds its Celery
+    configuration (``celery_config_options``) has then imported the capture's and the
+    publication's modules, which its pool processes and their task forks inherit (the cost
+    this saves is measured by bench/celery_scale.py)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.argv = ['airflow', 'celery', 'worker'];"
+        "import twinprov.airflow.celery_worker as w; assert w.CELERY_CONFIG;"
+        "print('LOADED', ' '.join(m for m in ('twinprov.airflow.listener', 'twinprov.app.publish',"
+        " 'twinprov.ro_crates.crate', 'prov.serializers.provrdf') if m in sys.modules))"
+    )
+    env = dict(os.environ, AIRFLOW__TWINPROV__SHARED_DIR=str(tmp_path / "nfs"))
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("LOADED")]
+    assert line.split()[1:] == [
+        "twinprov.airflow.listener",
+        "twinprov.app.publish",
+        "twinprov.ro_crates.crate",
+        "prov.serializers.provrdf",
+    ]
