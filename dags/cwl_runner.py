@@ -20,14 +20,19 @@ from urllib.parse import unquote, urlparse
 from twinprov.dags.runner import ensure_database, prepare_environment
 
 
-def _copy_out(value: Any, outdir: Path) -> Any:
-    """Copy every File/Directory of a CWL object into ``outdir``; locations rewritten."""
+def _copy_out(value: Any, outdir: Path, taken: dict[Path, Path] | None = None) -> Any:
+    """Copy every File/Directory of a CWL object into ``outdir``; locations rewritten.
+
+    Two different outputs with one name (two steps that each write ``out``) get distinct
+    names (``out_2``), as cwltool does; the same file reached twice is copied once. ``taken``
+    maps each name used in ``outdir`` to the file it holds."""
+    taken = {} if taken is None else taken
     if isinstance(value, list):
-        return [_copy_out(v, outdir) for v in value]
+        return [_copy_out(v, outdir, taken) for v in value]
     if not isinstance(value, Mapping):
         return value
     if value.get("class") not in ("File", "Directory"):
-        return {k: _copy_out(v, outdir) for k, v in value.items()}
+        return {k: _copy_out(v, outdir, taken) for k, v in value.items()}
     out = dict(value)
     src = out.get("path") or (
         unquote(urlparse(str(out.get("location", ""))).path)
@@ -35,7 +40,7 @@ def _copy_out(value: Any, outdir: Path) -> Any:
         else None
     )
     if src and Path(src).exists():
-        dest = outdir / Path(src).name
+        dest = _free_name(outdir, Path(src), taken)
         if Path(src).resolve() != dest.resolve():
             if Path(src).is_dir():
                 shutil.copytree(src, dest, dirs_exist_ok=True)
@@ -43,11 +48,28 @@ def _copy_out(value: Any, outdir: Path) -> Any:
                 shutil.copy2(src, dest)
         out["location"] = dest.resolve().as_uri()
         out["path"] = str(dest.resolve())
+        if dest.name != Path(src).name:
+            out["basename"] = dest.name
+            out.pop("nameroot", None)
+            out.pop("nameext", None)
         if "listing" in out:
             out["listing"] = [_relisted(v, Path(src), dest) for v in out["listing"]]
     if "secondaryFiles" in out:
-        out["secondaryFiles"] = [_copy_out(v, outdir) for v in out["secondaryFiles"]]
+        out["secondaryFiles"] = [_copy_out(v, outdir, taken) for v in out["secondaryFiles"]]
     return out
+
+
+def _free_name(outdir: Path, src: Path, taken: dict[Path, Path]) -> Path:
+    """Where ``src`` goes in ``outdir``: its own name, or ``stem_N.suffix`` when that name
+    already holds another output of this run."""
+    real = src.resolve()
+    n = 1
+    while True:
+        name = src.name if n == 1 else f"{src.stem}_{n}{src.suffix}"
+        dest = outdir / name
+        if taken.setdefault(dest, real) == real:
+            return dest
+        n += 1
 
 
 def _relisted(value: Any, old: Path, new: Path) -> Any:
