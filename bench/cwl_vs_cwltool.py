@@ -65,8 +65,7 @@ class Case:
     name: str
     document: Path
     job: Path
-    for_cwltool: Path | None = None  # the document cwltool runs, if not ``document``
-    fragment: str = ""  # for cwltool: packing an already packed ``$graph`` document fails
+    for_cwltool: str = ""  # what cwltool runs, if not ``document`` (see the module docstring)
 
 
 @dataclass
@@ -114,7 +113,7 @@ def cases(root: Path) -> list[Case]:
     job.write_text(f"stac_catalog: {{class: Directory, path: {stac_catalog(root)}}}\n")
     package = REPO / "dags/workflows/drought_hazard_package.cwl"
     hinted = docker_as_hint(package, root / package.name)
-    out = [Case("application package", package, job, hinted, "#main")]
+    out = [Case("application package", package, job, f"{hinted}#main")]
     scatter = CWL_TESTS / "tests" / "count-lines3-wf.cwl"
     if scatter.is_file():
         out.append(
@@ -168,8 +167,7 @@ def run_cwltool(case: Case, work: Path) -> Result:
     out = work / "out"
     out.mkdir(parents=True)
     cmd = [str(CWLTOOL), "--no-container", "--quiet", "--provenance", str(ro)]
-    document = f"{case.for_cwltool or case.document}{case.fragment}"
-    cmd += ["--outdir", str(out), document, str(case.job)]
+    cmd += ["--outdir", str(out), case.for_cwltool or str(case.document), str(case.job)]
     seconds = _timed(cmd, dict(os.environ), work)
     ttl = sorted((ro / "metadata" / "provenance").glob("*.cwlprov.ttl"))
     if not ttl:
@@ -177,6 +175,12 @@ def run_cwltool(case: Case, work: Path) -> Result:
     return Result(
         seconds, count(ttl, ACTIVITIES), count(ttl, CWLTOOL_CHECKSUMMED), count(ttl, IMAGES)
     )
+
+
+def _workdir(root: Path, case: Case, runner: str, label: str) -> Path:
+    work = root / f"{case.name.split()[0]}-{runner}-{label}"
+    work.mkdir()
+    return work
 
 
 def main() -> None:
@@ -191,13 +195,10 @@ def main() -> None:
     for case in cases(root):
         got: dict[str, list[Result]] = {r: [] for r in runners}
         for name, run in runners.items():  # warm-up, not timed: the Airflow DB, disk caches
-            (root / f"{case.name.split()[0]}-{name}-warm").mkdir()
-            run(case, root / f"{case.name.split()[0]}-{name}-warm")
+            run(case, _workdir(root, case, name, "warm"))
         for r in range(ns.rounds):
             for name, run in runners.items():
-                work = root / f"{case.name.split()[0]}-{name}-{r}"
-                work.mkdir()
-                res = run(case, work)
+                res = run(case, _workdir(root, case, name, str(r)))
                 got[name].append(res)
                 print(
                     f"{case.name:>22} round {r + 1} {name:>8}: {res.seconds:6.1f} s, "

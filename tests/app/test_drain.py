@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,10 +114,6 @@ def test_celery_config_preloads_the_capture_before_the_pool_forks(tmp_path: Path
     configuration (``celery_config_options``) has then imported the capture's and the
     publication's modules, which its pool processes and their task forks inherit (the cost
     this saves is measured by bench/celery_scale.py)."""
-    import os
-    import subprocess
-    import sys
-
     probe = (
         "import sys; sys.argv = ['airflow', 'celery', 'worker'];"
         "import twinprov.airflow.celery_worker as w; assert w.CELERY_CONFIG;"
