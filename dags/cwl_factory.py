@@ -1,7 +1,8 @@
 """CWL document → Airflow DAG: one task per step, workflow inputs as the trigger form's Params.
 
 A ``.cwl`` file in the workflows folder (with an optional ``<stem>.job.yml`` beside it whose
-values become the Params' defaults) becomes the DAG ``cwl_<stem>``. A ``Workflow`` gives one
+values become the Params' defaults, and an optional ``<stem>.twinprov.yml`` overlay that places
+its steps on pods) becomes the DAG ``cwl_<stem>``. A ``Workflow`` gives one
 :class:`CwlStepOperator` per step (a subworkflow or a scattered step is one task, run whole by
 cwltool); a ``CommandLineTool`` or ``ExpressionTool`` gives one task. Publication is the same
 teardown task as for spec DAGs.
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, BaseOperator, Param
 
 from twinprov.dags.cwl_operator import INPUTS_TASK, CwlStepOperator
 from twinprov.dags.operators import PublishOperator
@@ -25,6 +26,7 @@ from twinprov.provenance.cwl_doc import (
     load_cwl,
     load_job,
 )
+from twinprov.provenance.cwl_overlay import load_overlay
 from twinprov.provenance.errors import TwinprovError
 from twinprov.provenance.spec import PUBLISH_TASK_ID
 
@@ -67,9 +69,17 @@ def _params(doc: CwlDocument) -> dict[str, Param]:
     return params
 
 
-def build_cwl_dag(path: str | Path, params: bool = True) -> DAG:
-    """The DAG of one CWL document; :class:`SpecError` if it is not valid CWL."""
+def build_cwl_dag(path: str | Path, params: bool = True, backend: str | None = None) -> DAG:
+    """The DAG of one CWL document; :class:`SpecError` if it is not valid CWL or its overlay
+    (``<stem>.twinprov.yml``) is wrong.
+
+    Each step runs where the overlay places it (``backend``, a run's choice, overrides):
+    ``local`` (:class:`CwlStepOperator`) or pods on ``kubernetes``/``interlink``
+    (:class:`~twinprov.dags.cwl_pod.CwlPodStepOperator`)."""
     doc = load_cwl(path)
+    if backend not in (None, "local", "kubernetes", "interlink"):
+        raise TwinprovError(f"unknown backend {backend!r} (local, kubernetes or interlink)")
+    overlay = load_overlay(doc.path, [s.id for s in doc.steps])
     dag = DAG(
         dag_id=doc.dag_id,
         description=(doc.label or doc.doc or f"CWL {doc.kind} {doc.path.name}")[:200],
@@ -82,7 +92,7 @@ def build_cwl_dag(path: str | Path, params: bool = True) -> DAG:
         + "\n".join(f"- `{s.id}`: {s.kind} {s.run}" for s in doc.steps),
     )
     dag.fileloc = str(DAG_FILE)
-    tasks: dict[str, CwlStepOperator] = {}
+    tasks: dict[str, BaseOperator] = {}
     cwl_path = str(doc.path) + (("#" + doc.uri.split("#", 1)[1]) if "#" in doc.uri else "")
     with dag:
         inputs = None
@@ -95,12 +105,26 @@ def build_cwl_dag(path: str | Path, params: bool = True) -> DAG:
                 "secondaryFiles, formats); its files are the run's inputs.",
             )
         for s in doc.steps:
-            tasks[s.id] = CwlStepOperator(
-                task_id=s.id,
-                cwl_path=cwl_path,
-                step_id=s.id,
-                doc_md=s.doc or None,
-            )
+            target = overlay.target_of(s.id, backend)
+            if target == "local":
+                tasks[s.id] = CwlStepOperator(
+                    task_id=s.id,
+                    cwl_path=cwl_path,
+                    step_id=s.id,
+                    doc_md=s.doc or None,
+                )
+            else:
+                from twinprov.dags.cwl_pod import cwl_pod_operator
+
+                tasks[s.id] = cwl_pod_operator(
+                    doc,
+                    s,
+                    overlay,
+                    cwl_path=cwl_path,
+                    target=target,  # type: ignore[arg-type]
+                    task_id=s.id,
+                    doc_md=s.doc or None,
+                )
         for s in doc.steps:
             if inputs is not None:
                 inputs >> tasks[s.id]

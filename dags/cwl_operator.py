@@ -87,7 +87,7 @@ def _docker_note(group: str | None) -> str | None:
     return "hint; run on the host" if group == "hints" else None
 
 
-def _same_document(path: Path, snapshot: Path) -> None:
+def same_document(path: Path, snapshot: Path) -> None:
     """Every step runs the document the run started with (copied into the run at its start,
     for the crate and reruns): refuse to go on with one edited since."""
     if snapshot.is_file() and sha256_file(path)[0] != sha256_file(snapshot)[0]:
@@ -95,6 +95,46 @@ def _same_document(path: Path, snapshot: Path) -> None:
             f"{path} changed since the run started (its copy at the start: {snapshot}); "
             "trigger a new run to run the edited document"
         )
+
+
+def prepare_cwl_job(
+    doc: CwlDocument, step_id: str, context: Any, ws: Path
+) -> tuple[Path, Path, list[str], str, dict[str, Any]]:
+    """What cwltool is given to run one task of a CWL DAG: the step's output folder, its job
+    file (written), cwltool's options, the kind of process, and the job object.
+
+    The job is the run's params (the trigger form) for the inputs task or a tool document, and
+    for a workflow step the values its ``in`` ports get from the workflow inputs and the
+    upstream steps' outputs."""
+    outdir = cwl_step_dir(ws, step_id)
+    outdir.mkdir(parents=True, exist_ok=True)
+    job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
+    # what the document's defaults say anyway stays out: cwltool applies them as written
+    # (a trigger form sends every field, and JSON turns 0.00001 into 1e-05)
+    defaults = {i.name: i.default for i in doc.inputs}
+    job = {k: v for k, v in job.items() if v is not None and defaults.get(k) != v}
+    # the local backend runs no containers: a DockerRequirement is honoured on a pod backend
+    # (file names as CWL allows them: "#", spaces; nothing here goes through a shell)
+    args = ["--outdir", str(outdir), "--quiet", "--no-container", "--relax-path-checks"]
+    step_kind = "inputs"
+    if step_id == INPUTS_TASK:
+        args = ["--print-input-deps", "--relax-path-checks"]
+    elif doc.is_workflow:
+        step = doc.step(step_id)
+        step_kind = step.kind
+        done = step_outputs(ws, doc)
+        job = step_job(doc, step.id, done.get(INPUTS_TASK, job), done)
+        raw = next(
+            s
+            for s in doc.obj.steps
+            if str(s.id).endswith("/" + step.id) or str(s.id).endswith("#" + step.id)
+        )
+        args += ["--single-step", str(raw.id).split("#", 1)[1].split("/")[-1]]
+    else:
+        step_kind = doc.step(step_id).kind
+    job_file = outdir / ".twinprov-cwl-job.json"
+    job_file.write_text(json.dumps(job, indent=2, sort_keys=True), encoding="utf-8")
+    return outdir, job_file, args, step_kind, job
 
 
 class CwlStepOperator(WrappedStepOperator):
@@ -137,37 +177,10 @@ class CwlStepOperator(WrappedStepOperator):
         settings = Settings.load()
         ti = context["ti"]
         ws = workspace_dir(settings.runs_dir, ti.dag_id, ti.run_id)
-        _same_document(
+        same_document(
             doc.path, spec_snapshot_path(settings.runs_dir, ti.dag_id, ti.run_id, str(doc.path))
         )
-        outdir = cwl_step_dir(ws, self.step_id)
-        outdir.mkdir(parents=True, exist_ok=True)
-        job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
-        # what the document's defaults say anyway stays out: cwltool applies them as written
-        # (a trigger form sends every field, and JSON turns 0.00001 into 1e-05)
-        defaults = {i.name: i.default for i in doc.inputs}
-        job = {k: v for k, v in job.items() if v is not None and defaults.get(k) != v}
-        # the local backend runs no containers: a DockerRequirement is honoured on a pod backend
-        # (file names as CWL allows them: "#", spaces; nothing here goes through a shell)
-        args = ["--outdir", str(outdir), "--quiet", "--no-container", "--relax-path-checks"]
-        step_kind = "inputs"
-        if self.step_id == INPUTS_TASK:
-            args = ["--print-input-deps", "--relax-path-checks"]
-        elif doc.is_workflow:
-            step = doc.step(self.step_id)
-            step_kind = step.kind
-            done = step_outputs(ws, doc)
-            job = step_job(doc, step.id, done.get(INPUTS_TASK, job), done)
-            raw = next(
-                s
-                for s in doc.obj.steps
-                if str(s.id).endswith("/" + step.id) or str(s.id).endswith("#" + step.id)
-            )
-            args += ["--single-step", str(raw.id).split("#", 1)[1].split("/")[-1]]
-        else:
-            step_kind = doc.step(self.step_id).kind
-        job_file = outdir / ".twinprov-cwl-job.json"
-        job_file.write_text(json.dumps(job, indent=2, sort_keys=True), encoding="utf-8")
+        outdir, job_file, args, step_kind, job = prepare_cwl_job(doc, self.step_id, context, ws)
         argv = [
             cwl_python(),
             cwl_exec.__file__,

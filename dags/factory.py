@@ -10,6 +10,7 @@ from airflow.sdk import DAG, Param
 
 from twinprov.dags.operators import LocalStepOperator, PublishOperator, ValidateOutputOperator
 from twinprov.dags.outputs import output_asset
+from twinprov.provenance.cwl_overlay import belongs_to_cwl
 from twinprov.provenance.errors import TwinprovError
 from twinprov.provenance.spec import PUBLISH_TASK_ID, RERUN_PARAM, WorkflowSpec, load_spec
 
@@ -156,6 +157,8 @@ def workflow_dags(folder: Path = WORKFLOWS_DIR) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
     errors: list[str] = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        if belongs_to_cwl(path):
+            continue
         try:
             dag = build_dag(path)
         except TwinprovError as e:

@@ -3,7 +3,7 @@ itself (no cluster, no credentials)."""
 
 from __future__ import annotations
 
-__all__ = ["render_pod_manifests"]
+__all__ = ["render_cwl_pod_manifests", "render_pod_manifests"]
 
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,59 @@ def render_pod_manifests(
         if op.namespace is None:
             op.namespace = namespace or "default"
         op.configure_run(values, spec.name, run_id)
+        pod = op.build_pod_request_obj(context=None, dry_run=True)
+        if pod.metadata.namespace not in namespaces:
+            namespaces.append(pod.metadata.namespace)
+        pods.append(client.sanitize_for_serialization(pod))
+    maps = [client.sanitize_for_serialization(stepwrap_configmap(ns)) for ns in namespaces]
+    return [*maps, *pods]
+
+
+def render_cwl_pod_manifests(
+    cwl_path: str | Path,
+    backend: str | None,
+    *,
+    namespace: str | None = None,
+    run_id: str = "dry-run",
+    settings: KubeSettings | None = None,
+) -> list[dict[str, Any]]:
+    """The pods of a CWL document's steps, placed by its overlay (``backend`` puts every step
+    on that target; ``None`` skips the overlay's ``local`` steps): image from each step's
+    ``DockerRequirement``, resources from its ``ResourceRequirement`` or the overlay, placement
+    from the overlay. The command line is bound by cwltool when the step runs (it depends on
+    the upstream outputs), so the dry run shows the process the pod runs instead."""
+    from twinprov.dags.cwl_pod import cwl_pod_operator, dry_run_plan
+    from twinprov.provenance.config import Settings
+    from twinprov.provenance.cwl_doc import load_cwl
+    from twinprov.provenance.cwl_overlay import load_overlay
+    from twinprov.provenance.workspace import workspace_dir
+
+    if backend is not None and backend not in ("kubernetes", "interlink"):
+        raise TwinprovError(f"backend {backend!r} runs no pods (kubernetes or interlink)")
+    doc = load_cwl(cwl_path)
+    overlay = load_overlay(doc.path, [s.id for s in doc.steps])
+    settings = settings or KubeSettings.load()
+    ws = workspace_dir(Settings.load().runs_dir, doc.dag_id, run_id)
+    client = ApiClient()
+    pods: list[dict[str, Any]] = []
+    namespaces: list[str] = []
+    for step in doc.steps:
+        target = overlay.target_of(step.id, backend)
+        if target == "local":
+            continue
+        op = cwl_pod_operator(
+            doc,
+            step,
+            overlay,
+            cwl_path=str(cwl_path),
+            target=target,
+            settings=settings,  # type: ignore[arg-type]
+            task_id=step.id,
+        )
+        if op.namespace is None:
+            op.namespace = namespace or "default"
+        op.use_plan(dry_run_plan(step, ws), str(ws))
+        op.configure_run({}, doc.dag_id, run_id)
         pod = op.build_pod_request_obj(context=None, dry_run=True)
         if pod.metadata.namespace not in namespaces:
             namespaces.append(pod.metadata.namespace)

@@ -86,6 +86,11 @@ class CwlStep:
     """Where its ``DockerRequirement`` is: ``requirements``, ``hints`` or ``None``."""
     outputs: tuple[tuple[str, str], ...] = ()
     """The process's output ports: (name, CWL type as text)."""
+    cores: float | None = None
+    """``ResourceRequirement.coresMin`` when written as a number (an expression is evaluated by
+    cwltool when the step runs)."""
+    ram_mib: float | None = None
+    """``ResourceRequirement.ramMin`` (MiB) when written as a number."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,23 @@ def _image(process: Any) -> str | None:
                 if pull is None and isinstance(req, Mapping):
                     pull = req.get("dockerPull")
                 return str(pull) if pull else None
+    return None
+
+
+def _resource(name: str, *processes: Any) -> float | None:
+    """A number of the first ``ResourceRequirement`` (requirement, then hint) of ``processes``
+    (step, tool, workflow) that sets ``name``; None if none does or it is an expression."""
+    for process in processes:
+        for group in ("requirements", "hints"):
+            for req in getattr(process, group, None) or []:
+                cls = getattr(req, "class_", None) or (
+                    req.get("class") if isinstance(req, Mapping) else None
+                )
+                if cls != "ResourceRequirement":
+                    continue
+                value = req.get(name) if isinstance(req, Mapping) else getattr(req, name, None)
+                if value is not None:
+                    return float(value) if isinstance(value, int | float) else None
     return None
 
 
@@ -351,6 +373,8 @@ def load_cwl(path: str | Path) -> CwlDocument:
                     doc=str(getattr(s, "doc", None) or getattr(process, "doc", None) or ""),
                     docker=_docker_group(s, process, loaded),
                     outputs=_outputs(process),
+                    cores=_resource("coresMin", s, process, loaded),
+                    ram_mib=_resource("ramMin", s, process, loaded),
                 )
             )
     else:
@@ -362,6 +386,8 @@ def load_cwl(path: str | Path) -> CwlDocument:
                 image=_image(loaded),
                 docker=_docker_group(loaded),
                 outputs=_outputs(loaded),
+                cores=_resource("coresMin", loaded),
+                ram_mib=_resource("ramMin", loaded),
             )
         )
     return CwlDocument(

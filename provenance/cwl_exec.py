@@ -64,7 +64,7 @@ def _where(node) -> str:  # type: ignore[no-untyped-def]
     return f"{path}:{lc.line + 1}:{lc.col + 1}:"
 
 
-def _docker_policy(on_host: bool) -> None:
+def _docker_policy(on_host: bool, quiet: bool = False) -> None:
     """A tool with a DockerRequirement under ``requirements``, run without a container engine:
     on the host, as if it were a hint (``on_host``, said on stderr with the file and line), or
     refused as an unsupported feature (cwltool's exit code 33) naming the file and line."""
@@ -86,6 +86,8 @@ def _docker_policy(on_host: bool) -> None:
                 )
             self.requirements = [r for r in self.requirements if r not in docker]
             self.hints = [*self.hints, *docker]
+            if quiet:
+                return original(self, runtimeContext)
             print(
                 f"twinprov: {lead} DockerRequirement ({image}) not honoured, the tool runs on "
                 "the host (setting cwl_docker_on_host)",
@@ -94,6 +96,87 @@ def _docker_policy(on_host: bool) -> None:
         return original(self, runtimeContext)
 
     CommandLineTool.make_job_runner = make_job_runner
+
+
+POD_PLANS_ENV = "TWINPROV_CWL_POD_PLANS"
+"""Set to a directory (pod backends): every command line cwltool would run is written there as
+``plan-N.json`` instead (argv, working directory, stdin/stdout/stderr files, environment, the
+job's DockerRequirement image and evaluated ResourceRequirement, its input files); cwltool
+then waits for ``result-N.json`` (``{"exit_code": N}``), written by the operator once the pod
+that ran the command has ended, and collects the outputs as usual. Staging and output
+collection stay cwltool's; only the command runs elsewhere, so the job directories must be on
+storage the pod mounts at the same path (the run workspace)."""
+_POLL_S = 0.2
+
+
+def _job_facts(job: Any) -> dict[str, Any]:
+    """What the pod needs from a cwltool job besides its command line."""
+    docker, _ = job.get_requirement("DockerRequirement")
+    resources, _ = job.get_requirement("ResourceRequirement")
+    image = (docker or {}).get("dockerPull") or (docker or {}).get("dockerImageId")
+    files = sorted(
+        {
+            ent.resolved
+            for _, ent in job.pathmapper.items()
+            if ent.type in ("File", "Directory") and not ent.resolved.startswith("_:")
+        }
+    )
+    got = dict(getattr(job.builder, "resources", None) or {})
+    return {
+        "name": job.name,
+        "image": image,
+        "resources": {"cores": got.get("cores"), "ram_mib": got.get("ram")}
+        if resources is not None
+        else None,
+        # what the tool's environment says (EnvVarRequirement) and CWL's HOME/TMPDIR; not the
+        # host's PATH: the image has its own
+        "env": {k: v for k, v in job.environment.items() if k not in ("PATH", "SYSTEMROOT")},
+        "files": files,
+        "timelimit": job.timelimit,
+    }
+
+
+def _pods_instead_of_processes(plans: str) -> None:
+    """Patch cwltool so that each command line becomes a plan for a pod (see POD_PLANS_ENV)."""
+    import itertools
+    import time
+
+    import cwltool.job
+
+    current: dict[str, Any] = {}
+    counter = itertools.count()
+    original_run = cwltool.job.CommandLineJob.run
+
+    def run(self, runtimeContext, tmpdir_lock=None):  # type: ignore[no-untyped-def]
+        current["job"] = self  # jobs run one after another (no --parallel)
+        return original_run(self, runtimeContext, tmpdir_lock)
+
+    def job_popen(commands, stdin_path, stdout_path, stderr_path, env, cwd, *_a, **_kw):  # type: ignore[no-untyped-def]
+        n = next(counter)
+        plan = {
+            **_job_facts(current["job"]),
+            "argv": [str(c) for c in commands],
+            "cwd": cwd,
+            "stdin": stdin_path,
+            "stdout": stdout_path,
+            "stderr": stderr_path,
+        }
+        tmp = os.path.join(plans, f".plan-{n}.json")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(plan, f, indent=2, sort_keys=True)
+        os.replace(tmp, os.path.join(plans, f"plan-{n}.json"))  # appears whole
+        result = os.path.join(plans, f"result-{n}.json")
+        print(
+            f"twinprov: command of job {plan['name']} handed to a pod (plan-{n}.json)",
+            file=sys.stderr,
+        )
+        while not os.path.exists(result):
+            time.sleep(_POLL_S)
+        with open(result, encoding="utf-8") as f:
+            return int(json.load(f)["exit_code"])
+
+    cwltool.job.CommandLineJob.run = run
+    cwltool.job._job_popen = job_popen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as e:
             return int(e.code or 0)
 
-    _docker_policy(on_host=os.environ.get(DOCKER_ON_HOST_ENV) == "1")
+    plans = os.environ.get(POD_PLANS_ENV)
+    if plans:
+        # the image runs in the pod: a DockerRequirement is honoured there, not refused here
+        _docker_policy(on_host=True, quiet=True)
+        _pods_instead_of_processes(plans)
+    else:
+        _docker_policy(on_host=os.environ.get(DOCKER_ON_HOST_ENV) == "1")
     _single_step_inputs_optional()
 
     buf = io.StringIO()

@@ -9,7 +9,9 @@ Usage::
     python stepwrap.py --workspace DIR --plan JSON -- COMMAND [ARG ...]
 
 ``JSON`` is ``{"step": ID, "inputs": [{"name", "path"}], "outputs": [{"name", "path",
-"media_type"}]}`` with paths relative to the workspace. The exit code is the command's.
+"media_type"}]}`` with paths relative to the workspace, and optionally ``"stdin"``,
+``"stdout"``, ``"stderr"``: files (absolute paths) the command reads or writes instead of the
+log. The exit code is the command's.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 MANIFEST_PREFIX = "TWINPROV_MANIFEST "
 PARENT_ENV = "TWINPROV_PARENT_PID"
@@ -131,6 +134,7 @@ def run(
             errors.append(f"input '{i['name']}' not found at {i['path']}")
     started, t0 = _now(), time.monotonic()
     before = _rusage()
+    streams = contextlib.ExitStack()
     try:
         # its own process group, so that the whole tree can be ended; and if this wrapper is
         # killed outright, the kernel kills the command (PR_SET_PDEATHSIG)
@@ -139,6 +143,9 @@ def run(
             cwd=workspace,
             start_new_session=True,
             preexec_fn=_child_dies_with_wrapper,
+            stdin=_opened(plan, "stdin", streams),
+            stdout=_opened(plan, "stdout", streams),
+            stderr=_opened(plan, "stderr", streams),
         )
     except OSError as e:
         errors.append(f"cannot start {command[0]!r}: {e.strerror}")
@@ -151,6 +158,7 @@ def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, forward)
         code = proc.wait()
+    streams.close()
     duration = time.monotonic() - t0
     after = _rusage()
     outputs = [_describe(workspace, o, errors) for o in plan.get("outputs", [])]  # type: ignore[attr-defined]
@@ -175,6 +183,17 @@ def run(
         "resource_usage": {k: round(after[k] - before.get(k, 0.0), 6) for k in after},
     }
     return code, manifest
+
+
+def _opened(plan: dict[str, object], key: str, streams: contextlib.ExitStack) -> IO[bytes] | None:
+    """The plan's ``stdin``/``stdout``/``stderr`` file (an absolute path; a CWL tool's
+    redirection) opened for the command; None: the wrapper's own stream (the log)."""
+    path = plan.get(key)
+    if not path:
+        return None
+    if key != "stdin":
+        Path(str(path)).parent.mkdir(parents=True, exist_ok=True)
+    return streams.enter_context(open(str(path), "rb" if key == "stdin" else "wb"))  # noqa: SIM115
 
 
 def _rusage() -> dict[str, float]:

@@ -265,8 +265,15 @@ def cmd_pods(ns: argparse.Namespace) -> int:
     from twinprov.dags.runner import prepare_environment, workflow_path
 
     prepare_environment()  # before anything imports Airflow
-    from twinprov.dags.pod_dry_run import render_pod_manifests
+    from twinprov.dags.pod_dry_run import render_cwl_pod_manifests, render_pod_manifests
 
+    if ns.workflow.endswith(".cwl"):
+        if ns.param:
+            raise TwinprovError("-p: a CWL step's command line is bound when it runs, not here")
+        with _stdout_to_stderr():
+            docs = render_cwl_pod_manifests(ns.workflow, ns.backend, namespace=ns.namespace)
+        sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
+        return 0
     params = _coerce_params(ns.workflow, ns.param)
     with _stdout_to_stderr():
         docs = render_pod_manifests(
@@ -640,7 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="find the original's outputs the crate references (by sha256) in DATA_DIR",
     )
     s.set_defaults(func=cmd_rerun)
-    s = sub.add_parser("pods", help="the pod manifests a workflow would submit (YAML)")
+    s = sub.add_parser(
+        "pods", help="the pod manifests a workflow (spec or .cwl) would submit (YAML)"
+    )
     s.add_argument("workflow")
     s.add_argument("--backend", choices=["kubernetes", "interlink"])
     s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")

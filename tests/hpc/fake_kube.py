@@ -127,6 +127,9 @@ class FakeCluster:
     shared: dict[str, str] = field(default_factory=dict)
     """Storage identity of a PVC (``pvc:NAME``) or hostPath (``host:PATH``) → a shared key, for
     sites whose cluster and HPC see the same filesystem."""
+    backing: dict[str, Path] = field(default_factory=dict)
+    """Storage identity (``pvc:NAME``) → a folder of this machine that *is* that volume: a
+    claim the Airflow worker mounts too, at the same path as the pods (CWL steps on pods)."""
     evict: set[str] = field(default_factory=set)
     """Task ids whose pods the node evicts while they run."""
     truncate_log: set[str] = field(default_factory=set)
@@ -161,6 +164,8 @@ class FakeCluster:
 
     def storage(self, kind: str, name: str) -> Path:
         ident = f"{kind}:{name}"
+        if ident in self.backing:
+            return self.backing[ident]
         key = self.shared.get(ident, ident)
         path = self.root / "storage" / re.sub(r"[^A-Za-z0-9_.-]", "_", key)
         path.mkdir(parents=True, exist_ok=True)
