@@ -3,7 +3,8 @@
 A ``.cwl`` file in the workflows folder (with an optional ``<stem>.job.yml`` beside it whose
 values become the Params' defaults, and an optional ``<stem>.twinprov.yml`` overlay that places
 its steps on pods) becomes the DAG ``cwl_<stem>``. A ``Workflow`` gives one
-:class:`CwlStepOperator` per step (a subworkflow or a scattered step is one task, run whole by
+:class:`CwlStepOperator` per step (a scattered step is a split task and one mapped task
+instance per element, Airflow's dynamic task mapping; a subworkflow is one task, run whole by
 cwltool); a ``CommandLineTool`` or ``ExpressionTool`` gives one task. Publication is the same
 teardown task as for spec DAGs.
 """
@@ -17,7 +18,12 @@ from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, Param
 
-from twinprov.dags.cwl_operator import INPUTS_TASK, CwlStepOperator
+from twinprov.dags.cwl_operator import (
+    INPUTS_TASK,
+    SCATTER_SUFFIX,
+    CwlScatterOperator,
+    CwlStepOperator,
+)
 from twinprov.dags.operators import PublishOperator
 from twinprov.provenance.cwl_doc import (
     CWL_SCALAR_TYPES,
@@ -92,8 +98,12 @@ def build_cwl_dag(path: str | Path, params: bool = True, backend: str | None = N
         + "\n".join(f"- `{s.id}`: {s.kind} {s.run}" for s in doc.steps),
     )
     dag.fileloc = str(DAG_FILE)
-    tasks: dict[str, BaseOperator] = {}
+    tasks: dict[str, Any] = {}  # a step's last task (an operator, or its mapped task)
+    entry: dict[str, BaseOperator] = {}  # a step's first task
     cwl_path = str(doc.path) + (("#" + doc.uri.split("#", 1)[1]) if "#" in doc.uri else "")
+    # a step whose upstream was scattered over an empty list (its mapped task skipped) still
+    # runs, with empty arrays: none_failed rather than all_success
+    rule = "none_failed"
     with dag:
         inputs = None
         if doc.is_workflow:
@@ -106,17 +116,35 @@ def build_cwl_dag(path: str | Path, params: bool = True, backend: str | None = N
             )
         for s in doc.steps:
             target = overlay.target_of(s.id, backend)
-            if target == "local":
-                tasks[s.id] = CwlStepOperator(
+            if target == "local" and s.scatter:
+                # one split task, then one mapped task instance per element
+                split = CwlScatterOperator(
+                    task_id=f"{s.id}{SCATTER_SUFFIX}",
+                    cwl_path=cwl_path,
+                    step_id=s.id,
+                    trigger_rule=rule,
+                    doc_md=f"Splits the scattered step `{s.id}` into its elements.",
+                )
+                entry[s.id] = split
+                tasks[s.id] = CwlStepOperator.partial(
                     task_id=s.id,
                     cwl_path=cwl_path,
                     step_id=s.id,
                     doc_md=s.doc or None,
+                    trigger_rule=rule,
+                ).expand(scatter_index=split.output)
+            elif target == "local":
+                tasks[s.id] = entry[s.id] = CwlStepOperator(
+                    task_id=s.id,
+                    cwl_path=cwl_path,
+                    step_id=s.id,
+                    doc_md=s.doc or None,
+                    trigger_rule=rule,
                 )
             else:
                 from twinprov.dags.cwl_pod import cwl_pod_operator
 
-                tasks[s.id] = cwl_pod_operator(
+                tasks[s.id] = entry[s.id] = cwl_pod_operator(
                     doc,
                     s,
                     overlay,
@@ -124,18 +152,20 @@ def build_cwl_dag(path: str | Path, params: bool = True, backend: str | None = N
                     target=target,  # type: ignore[arg-type]
                     task_id=s.id,
                     doc_md=s.doc or None,
+                    trigger_rule=rule,
                 )
         for s in doc.steps:
             if inputs is not None:
-                inputs >> tasks[s.id]
+                inputs >> entry[s.id]
             for up in s.upstream:
                 if up in tasks:
-                    tasks[up] >> tasks[s.id]
+                    tasks[up] >> entry[s.id]
         publish = PublishOperator(
             task_id=PUBLISH_TASK_ID, trigger_rule="all_done", retries=2, workflow=doc.dag_id
         )
         publish.as_teardown()
-        [*([inputs] if inputs is not None else []), *tasks.values()] >> publish
+        splits = [t for k, t in entry.items() if t is not tasks[k]]
+        [*([inputs] if inputs is not None else []), *splits, *tasks.values()] >> publish
     return dag
 
 

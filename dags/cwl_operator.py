@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from twinprov.dags.operators import WrappedStepOperator, stepwrap_command
@@ -23,13 +24,17 @@ from twinprov.provenance import cwl_exec, stepwrap
 from twinprov.provenance.config import Settings, setting
 from twinprov.provenance.cwl_doc import (
     OUTPUT_FILE,
+    SCATTER_FILE,
     CwlDocument,
     cwl_python,
     describe_values,
+    gather_scatter,
     load_cwl,
+    scatter_plan,
     step_job,
 )
 from twinprov.provenance.environment import python_environment
+from twinprov.provenance.errors import TwinprovError
 from twinprov.provenance.hashing import sha256_file
 from twinprov.provenance.spec import RERUN_PARAM
 from twinprov.provenance.stepenv import base_environment
@@ -39,6 +44,8 @@ STATUS_FILE = ".twinprov-cwl-status.json"
 INPUTS_TASK = "cwl_inputs"
 """A workflow's first task: its input object as cwltool prepares it (defaults, secondaryFiles
 discovered from the input types, sizes, formats), hashed as the run's inputs."""
+SCATTER_SUFFIX = "__scatter"
+"""Task id suffix of a scattered step's split task (:class:`CwlScatterOperator`)."""
 UNSUPPORTED = 33
 """cwltool's (and cwltest's) exit code for an unsupported requirement or feature."""
 
@@ -50,14 +57,24 @@ def cwl_step_dir(workspace: Path, step_id: str) -> Path:
 
 def step_outputs(workspace: Path, doc: CwlDocument) -> dict[str, Any]:
     """The output objects of the steps that have run, by step id (and, under
-    :data:`INPUTS_TASK`, the workflow's prepared input object)."""
+    :data:`INPUTS_TASK`, the workflow's prepared input object). A scattered step's is gathered
+    from its elements' once they have all run."""
     out: dict[str, Any] = {}
     for s in [*doc.steps, INPUTS_TASK]:
-        if not isinstance(s, str):
-            s = s.id  # noqa: PLW2901
-        f = cwl_step_dir(workspace, s) / OUTPUT_FILE
+        step_id = s if isinstance(s, str) else s.id
+        folder = cwl_step_dir(workspace, step_id)
+        plan_file = folder / SCATTER_FILE
+        if plan_file.is_file():
+            plan = json.loads(plan_file.read_text(encoding="utf-8"))
+            files = [folder / str(k) / OUTPUT_FILE for k in range(len(plan["jobs"]))]
+            if all(f.is_file() for f in files):
+                ports = [name for name, _ in doc.step(step_id).outputs]
+                elements = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+                out[step_id] = gather_scatter(plan, ports, elements)
+            continue
+        f = folder / OUTPUT_FILE
         if f.is_file():
-            out[s] = json.loads(f.read_text(encoding="utf-8"))
+            out[step_id] = json.loads(f.read_text(encoding="utf-8"))
     return out
 
 
@@ -98,15 +115,18 @@ def same_document(path: Path, snapshot: Path) -> None:
 
 
 def prepare_cwl_job(
-    doc: CwlDocument, step_id: str, context: Any, ws: Path
+    doc: CwlDocument, step_id: str, context: Any, ws: Path, scatter_index: int | None = None
 ) -> tuple[Path, Path, list[str], str, dict[str, Any]]:
     """What cwltool is given to run one task of a CWL DAG: the step's output folder, its job
     file (written), cwltool's options, the kind of process, and the job object.
 
     The job is the run's params (the trigger form) for the inputs task or a tool document, and
     for a workflow step the values its ``in`` ports get from the workflow inputs and the
-    upstream steps' outputs."""
+    upstream steps' outputs; for element ``scatter_index`` of a scattered step, that
+    element's job (:func:`~twinprov.provenance.cwl_doc.scatter_plan`), in a folder of its own."""
     outdir = cwl_step_dir(ws, step_id)
+    if scatter_index is not None:
+        outdir = outdir / str(scatter_index)
     outdir.mkdir(parents=True, exist_ok=True)
     job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
     # what the document's defaults say anyway stays out: cwltool applies them as written
@@ -122,8 +142,13 @@ def prepare_cwl_job(
     elif doc.is_workflow:
         step = doc.step(step_id)
         step_kind = step.kind
-        done = step_outputs(ws, doc)
-        job = step_job(doc, step.id, done.get(INPUTS_TASK, job), done)
+        if scatter_index is not None:
+            plan_file = cwl_step_dir(ws, step_id) / SCATTER_FILE
+            plan = json.loads(plan_file.read_text(encoding="utf-8"))
+            job = plan["jobs"][scatter_index]
+        else:
+            done = step_outputs(ws, doc)
+            job = step_job(doc, step.id, done.get(INPUTS_TASK, job), done)
         raw = next(
             s
             for s in doc.obj.steps
@@ -143,10 +168,14 @@ class CwlStepOperator(WrappedStepOperator):
     ui_color = "#e4d9f0"
     twinprov_role = "step"
 
-    def __init__(self, *, cwl_path: str, step_id: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, cwl_path: str, step_id: str, scatter_index: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.cwl_path = cwl_path
         self.step_id = step_id
+        self.scatter_index = scatter_index
+        """The element of a scattered step this (mapped) task runs; None: the whole step."""
         self.twinprov_manifest: dict[str, Any] | None = None
         self.twinprov_facts: dict[str, Any] = {}
         self._proc: subprocess.Popen[str] | None = None
@@ -180,7 +209,9 @@ class CwlStepOperator(WrappedStepOperator):
         same_document(
             doc.path, spec_snapshot_path(settings.runs_dir, ti.dag_id, ti.run_id, str(doc.path))
         )
-        outdir, job_file, args, step_kind, job = prepare_cwl_job(doc, self.step_id, context, ws)
+        outdir, job_file, args, step_kind, job = prepare_cwl_job(
+            doc, self.step_id, context, ws, self.scatter_index
+        )
         argv = [
             cwl_python(),
             cwl_exec.__file__,
@@ -226,3 +257,36 @@ class CwlStepOperator(WrappedStepOperator):
                 f"its last messages:\n{last}"
             )
         return {"outputs": {o["name"]: o.get("sha256") for o in manifest["outputs"]}}
+
+
+class CwlScatterOperator(BaseOperator):
+    """Splits a scattered CWL step into its elements (one job each, see
+    :func:`~twinprov.provenance.cwl_doc.scatter_plan`); returns their indexes, which the step's
+    mapped task expands over (Airflow dynamic task mapping: one task instance per element)."""
+
+    ui_color = "#efe8f7"
+
+    def __init__(self, *, cwl_path: str, step_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cwl_path = cwl_path
+        self.step_id = step_id
+
+    def execute(self, context: Any) -> list[int]:
+        doc = load_cwl(self.cwl_path)
+        ti = context["ti"]
+        ws = workspace_dir(Settings.load().runs_dir, ti.dag_id, ti.run_id)
+        done = step_outputs(ws, doc)
+        job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
+        folder = cwl_step_dir(ws, self.step_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            step_in = step_job(doc, self.step_id, done.get(INPUTS_TASK, job), done)
+            plan = scatter_plan(doc, self.step_id, step_in)
+        except TwinprovError as e:
+            status = {"exit_code": 1, "message": str(e)}
+            (folder / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
+            raise AirflowException(str(e)) from e
+        (folder / SCATTER_FILE).write_text(json.dumps(plan, indent=2), encoding="utf-8")
+        how = "whole (cwltool scatters)" if plan["whole"] else plan["method"]
+        self.log.info("CWL step %s: %d element(s), %s", self.step_id, len(plan["jobs"]), how)
+        return list(range(len(plan["jobs"])))

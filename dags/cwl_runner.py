@@ -154,8 +154,15 @@ def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict
     ws = workspace_dir(Settings.load().runs_dir, dag.dag_id, dr.run_id)
     codes = []
     for step_id in [INPUTS_TASK, *(s.id for s in doc.steps)]:
-        status = cwl_step_dir(ws, step_id) / STATUS_FILE
-        if status.is_file():
+        folder = cwl_step_dir(ws, step_id)
+        # a scattered step's elements each have a folder of their own (0, 1, …)
+        elements = sorted(
+            (p for p in folder.glob(f"*/{STATUS_FILE}") if p.parent.name.isdigit()),
+            key=lambda p: int(p.parent.name),
+        )
+        for status in [folder / STATUS_FILE, *elements]:
+            if not status.is_file():
+                continue
             record = json.loads(status.read_text())
             codes.append(int(record["exit_code"]))
             if record.get("message"):

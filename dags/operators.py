@@ -107,7 +107,6 @@ def secret_environment(step: Step) -> dict[str, str]:
     return out
 
 
-
 def stepwrap_command(workspace: Path, plan: dict[str, Any], argv: list[str]) -> list[str]:
     """The command that runs ``argv`` in the step wrapper (no shell): outputs hashed, the
     manifest printed as the last line, the step ended if this process dies."""
@@ -121,6 +120,7 @@ def stepwrap_command(workspace: Path, plan: dict[str, Any], argv: list[str]) -> 
         "--",
         *argv,
     ]
+
 
 class WrappedStepOperator(BaseOperator):
     """A task that runs its command in the step wrapper, as a subprocess it ends on kill."""
@@ -185,9 +185,7 @@ class LocalStepOperator(WrappedStepOperator):
             "image": spec.image_of(step),
             "environment": python_environment(),
             # what a rerun compares to explain a difference (twinprov.provenance.env_facts)
-            "programs": step_programs(
-                [*step.command, *step.args], Path(self.spec_path).parent
-            ),
+            "programs": step_programs([*step.command, *step.args], Path(self.spec_path).parent),
             "threads": thread_settings({**os.environ, **step.env}),
         }
 

@@ -549,6 +549,73 @@ def step_job(
     return out
 
 
+SCATTER_FILE = ".twinprov-cwl-scatter.json"
+"""In a scattered step's folder: its element jobs (see :func:`scatter_plan`)."""
+
+
+def scatter_plan(doc: CwlDocument, step_id: str, job: Mapping[str, Any]) -> dict[str, Any]:
+    """The elements of a scattered step, one job each, for Airflow's dynamic task mapping.
+
+    Element ``k`` is the step's job with each scattered input replaced by a one-element list
+    (its ``k``-th value, or the ``k``-th combination for the cross products), so that cwltool,
+    given the step, still does the scattering itself: ``valueFrom`` evaluated after the scatter
+    with ``self`` the element, ``when`` per element. :func:`gather_scatter` joins the element
+    outputs back into the step's. If a scattered input's value is not known here (it only has a
+    ``default`` or a ``valueFrom``), the plan has a single element, the whole job, and cwltool
+    scatters inside that one task.
+    """
+    import itertools
+
+    raw = next(s for s in doc.obj.steps if _safe_id(_frag(str(s.id), doc.id)) == step_id)
+    params = [_short(str(p)) for p in _as_list(raw.scatter)]
+    method = str(raw.scatterMethod or "dotproduct").rsplit("#", 1)[-1]
+    values = {p: job.get(p) for p in params}
+    if not params or any(not isinstance(v, list) for v in values.values()):
+        return {"params": params, "method": method, "whole": True, "shape": [], "jobs": [dict(job)]}
+    lists: list[list[Any]] = [list(values[p] or []) for p in params]
+    if method == "dotproduct":
+        if len({len(v) for v in lists}) > 1:
+            raise TwinprovError(
+                f"step {step_id}: dotproduct scatter over inputs of different lengths "
+                f"({', '.join(f'{p}: {len(v)}' for p, v in zip(params, lists, strict=True))})"
+            )
+        combos = [tuple(v[k] for v in lists) for k in range(len(lists[0]))]
+        shape = [len(combos)]
+    else:
+        combos = list(itertools.product(*lists))
+        shape = [len(v) for v in lists]
+    jobs = [{**job, **{p: [c] for p, c in zip(params, combo, strict=True)}} for combo in combos]
+    return {"params": params, "method": method, "whole": False, "shape": shape, "jobs": jobs}
+
+
+def gather_scatter(
+    plan: Mapping[str, Any], ports: list[str], elements: list[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A scattered step's output object from its elements' (in element order): each output
+    port an array over the elements (nested, one level per scattered input, for
+    ``nested_crossproduct``)."""
+    if plan.get("whole"):
+        return dict(elements[0]) if elements else {}
+    depth = len(plan["params"]) if plan["method"] == "nested_crossproduct" else 1
+
+    def unwrap(value: Any) -> Any:
+        for _ in range(depth):  # cwltool's output for one-element lists: [o] or [[o]]
+            value = value[0] if isinstance(value, list) and value else value
+        return value
+
+    def nest(flat: list[Any], shape: list[int]) -> list[Any]:
+        if len(shape) <= 1:
+            return flat
+        size = len(flat) // shape[0] if shape[0] else 0
+        return [nest(flat[i * size : (i + 1) * size], shape[1:]) for i in range(shape[0])]
+
+    out: dict[str, Any] = {}
+    for port in ports:
+        flat = [unwrap(e.get(port)) for e in elements]
+        out[port] = nest(flat, plan["shape"]) if plan["method"] == "nested_crossproduct" else flat
+    return out
+
+
 def step_sources(doc: CwlDocument, step_id: str) -> list[tuple[str, str]]:
     """(in port, source) pairs of a workflow step, sources relative to the workflow
     (``input`` or ``step/output``); none for a tool document."""

@@ -446,7 +446,6 @@ class _Builder:
             for u in used:
                 self.doc.wasDerivedFrom(out, u)
 
-
     def _consumed(self, run_qn: QualifiedName, events: Any) -> None:
         """Asset events that started the run: it used what they announced — the upstream
         output's own content-addressed entity when the event carries its sha256 (twinprov's

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from airflow.sdk.definitions.mappedoperator import MappedOperator
+
 from tests.conftest import REPO
 from twinprov.dags.cwl_factory import build_cwl_dag, param_schema
 
@@ -24,3 +29,70 @@ def test_param_schema_follows_cwl_types() -> None:
     assert param_schema("File") == {"type": ["null", "object"]}
     assert param_schema({"type": "array", "items": "string"}) == {"type": ["array", "null"]}
     assert param_schema({"type": "enum", "symbols": ["a"]}) == {}
+
+
+SCATTER = """\
+cwlVersion: v1.2
+class: Workflow
+requirements: {ScatterFeatureRequirement: {}}
+inputs:
+  names: string[]
+  greetings: string[]
+outputs:
+  out: {type: {type: array, items: {type: array, items: string}}, outputSource: greet/out}
+steps:
+  greet:
+    run:
+      class: ExpressionTool
+      requirements: {InlineJavascriptRequirement: {}}
+      inputs: {name: string, greeting: string}
+      outputs: {out: string}
+      expression: '$({"out": inputs.greeting + " " + inputs.name})'
+    scatter: [name, greeting]
+    scatterMethod: nested_crossproduct
+    in: {name: names, greeting: greetings}
+    out: [out]
+"""
+
+
+def test_a_scattered_step_is_a_split_then_a_mapped_task(tmp_path: Path) -> None:
+    cwl = tmp_path / "greet.cwl"
+    cwl.write_text(SCATTER)
+    dag = build_cwl_dag(cwl)
+    split, step = dag.get_task("greet__scatter"), dag.get_task("greet")
+    assert isinstance(step, MappedOperator)  # dynamic task mapping over the split's output
+    assert step.upstream_task_ids == {"greet__scatter"}
+    assert split.upstream_task_ids == {"cwl_inputs"}
+    assert step.trigger_rule == "none_failed"  # an empty scatter skips, its downstream runs
+
+
+def test_scatter_plan_and_gather_are_each_others_inverse(tmp_path: Path) -> None:
+    from twinprov.provenance.cwl_doc import gather_scatter, load_cwl, scatter_plan
+
+    cwl = tmp_path / "greet.cwl"
+    cwl.write_text(SCATTER)
+    doc = load_cwl(cwl)
+    job = {"name": ["ann", "bo", "cy"], "greeting": ["hi", "yo"]}
+    plan = scatter_plan(doc, "greet", job)
+    assert plan["shape"] == [3, 2] and len(plan["jobs"]) == 6
+    assert plan["jobs"][1] == {"name": ["ann"], "greeting": ["yo"]}  # one-element lists
+    # what cwltool returns for each element (nested: one level per scattered input)
+    elements = [{"out": [[f"{j['greeting'][0]} {j['name'][0]}"]]} for j in plan["jobs"]]
+    assert gather_scatter(plan, ["out"], elements) == {
+        "out": [["hi ann", "yo ann"], ["hi bo", "yo bo"], ["hi cy", "yo cy"]]
+    }
+    empty = scatter_plan(doc, "greet", {"name": [], "greeting": ["hi"]})
+    assert empty["jobs"] == [] and gather_scatter(empty, ["out"], []) == {"out": []}
+    # a scattered input known only to cwltool (a default, a valueFrom): one whole element
+    whole = scatter_plan(doc, "greet", {"greeting": ["hi"]})
+    assert whole["whole"] and whole["jobs"] == [{"greeting": ["hi"]}]
+
+
+def test_dotproduct_of_unequal_lengths_is_refused_with_the_lengths(tmp_path: Path) -> None:
+    from twinprov.provenance.cwl_doc import load_cwl, scatter_plan
+    from twinprov.provenance.errors import TwinprovError
+
+    cwl = tmp_path / "greet.cwl"
+    cwl.write_text(SCATTER.replace("nested_crossproduct", "dotproduct"))
+    with pytest.raises(TwinprovError, match="name: 2, greeting: 1"):
+        scatter_plan(load_cwl(cwl), "greet", {"name": ["a", "b"], "greeting": ["hi"]})
