@@ -124,6 +124,7 @@ class CwlPodStepOperator(KubeStepOperator):
         self.cwl_step = cwl_step
         self.fixed_resources = fixed_resources
         """The overlay sets the step's resources: cwltool's evaluated ones are not used."""
+        self._static_resources = self.container_resources
         self._plan: dict[str, Any] | None = None
         self._workspace = ""
 
@@ -159,8 +160,10 @@ class CwlPodStepOperator(KubeStepOperator):
         plan = self._plan
         if plan is None:
             raise AirflowException(f"CWL step {self.step_id}: no command to run")
-        if plan.get("image"):
-            self.image = plan["image"]
+        # each command line its own pod: nothing of the previous plan carries over
+        self.image = plan.get("image") or self._twinprov_spec.image_of(self._twinprov_step)
+        self.container_resources = self._static_resources
+        self.active_deadline_seconds = None
         wrap = {
             "step": self.step_id,
             "inputs": [],
