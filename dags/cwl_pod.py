@@ -203,6 +203,10 @@ class CwlPodStepOperator(KubeStepOperator):
                 "runs_dir (the storage the pods mount)"
             )
         self.use_plan(plan, self._workspace)
+        # the provider keeps the pod it built for the previous command: a new one for this one
+        self.pod_request_obj = None
+        self.pod = None
+        self.remote_pod = None
         try:
             super().execute(context)
         except AirflowException:
@@ -368,6 +372,9 @@ def cwl_pod_operator(
         for m in kwargs["volume_mounts"]
     ]
     kwargs["callbacks"] = [TwinprovPodCallbacks]
+    # one task runs one pod per command line, all with the task's labels: the provider must
+    # not take the previous command's pod for this one ("reattach")
+    kwargs["reattach_on_restart"] = False
     kwargs.update(task_kwargs)
     kwargs["do_xcom_push"] = False
     op = CwlPodStepOperator(

@@ -228,3 +228,63 @@ def test_twinprov_pods_shows_the_package_steps_on_interlink(tmp_path: Path) -> N
     assert pods["select"]["spec"]["nodeSelector"] == {
         "virtual-node.interlink/type": "virtual-kubelet"
     }
+
+
+SCATTERED = """\
+cwlVersion: v1.2
+class: Workflow
+requirements: {ScatterFeatureRequirement: {}}
+inputs:
+  poems: File[]
+outputs:
+  sizes: {type: "File[]", outputSource: size/counted}
+steps:
+  size:
+    scatter: text
+    in: {text: poems}
+    out: [counted]
+    run:
+      class: CommandLineTool
+      requirements:
+        DockerRequirement: {dockerPull: "python:3.11-slim"}
+      hints:
+        ToolTimeLimit: {timelimit: 600}
+      baseCommand: [python3, -c, "import sys; print(len(open(sys.argv[1]).read()))"]
+      inputs:
+        text: {type: File, inputBinding: {position: 1}}
+      stdout: size.txt
+      outputs:
+        counted: stdout
+"""
+
+
+def test_a_scattered_step_on_a_pod_target_runs_one_pod_per_element(
+    airflow_db: None, tmp_path: Path, on_cluster: FakeCluster
+) -> None:
+    from twinprov.dags.cwl_runner import run_cwl
+
+    cwl = tmp_path / "sizes.cwl"
+    cwl.write_text(SCATTERED)
+    cwl.with_name("sizes.twinprov.yml").write_text(
+        yaml.safe_dump({"defaults": {"target": "kubernetes"}})
+    )
+    texts = ["a\n", "bb\n", "ccc\n"]
+    poems = []
+    for i, text in enumerate(texts):
+        p = Settings.load().runs_dir / "inputs" / f"poem{i}.txt"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        poems.append({"class": "File", "path": str(p)})
+    job = tmp_path / "sizes.job.json"
+    job.write_text(json.dumps({"poems": poems}))
+    code, result = run_cwl(str(cwl), str(job), str(tmp_path / "out"))
+    assert code == 0 and result is not None
+    assert [Path(f["path"]).read_text() for f in result["sizes"]] == [f"{len(t)}\n" for t in texts]
+    # one task (cwltool scatters), one pod per element, each with the tool's time limit
+    assert len(on_cluster.created) == 3
+    assert {p.spec.active_deadline_seconds for p in on_cluster.created} == {600}
+    run_id, state, _ = _latest("cwl_sizes")
+    assert state == "success"
+    facts = _final("cwl_sizes", run_id)["size"]
+    assert len(facts["pods"]) == 3 and len(facts["manifest"]["commands"]) == 3
+    assert len(facts["manifest"]["outputs"]) == 3  # every element's file, by sha256
