@@ -45,9 +45,7 @@ def render_pod_manifests(
         raise TwinprovError(f"unknown parameter(s): {', '.join(unknown)}")
     values = {k: p.default for k, p in spec.params.items()} | dict(params)
     settings = settings or KubeSettings.load()
-    client = ApiClient()
-    pods: list[dict[str, Any]] = []
-    namespaces: list[str] = []
+    ops: list[Any] = []
     for step in spec.topological_order():
         target = spec.target_of(step)
         if target == "local":
@@ -63,12 +61,18 @@ def render_pod_manifests(
         if op.namespace is None:
             op.namespace = namespace or "default"
         op.configure_run(values, spec.name, run_id)
-        pod = op.build_pod_request_obj(context=None, dry_run=True)
-        if pod.metadata.namespace not in namespaces:
-            namespaces.append(pod.metadata.namespace)
-        pods.append(client.sanitize_for_serialization(pod))
+        ops.append(op)
+    return _as_documents(ops)
+
+
+def _as_documents(ops: list[Any]) -> list[dict[str, Any]]:
+    """The step-wrapper ConfigMap of each namespace, then the pod of each configured operator,
+    built by its own ``build_pod_request_obj`` (dry run), as plain dicts."""
+    client = ApiClient()
+    pods = [op.build_pod_request_obj(context=None, dry_run=True) for op in ops]
+    namespaces = list(dict.fromkeys(pod.metadata.namespace for pod in pods))
     maps = [client.sanitize_for_serialization(stepwrap_configmap(ns)) for ns in namespaces]
-    return [*maps, *pods]
+    return [*maps, *(client.sanitize_for_serialization(pod) for pod in pods)]
 
 
 def render_cwl_pod_manifests(
@@ -96,9 +100,7 @@ def render_cwl_pod_manifests(
     overlay = load_overlay(doc.path, [s.id for s in doc.steps])
     settings = settings or KubeSettings.load()
     ws = workspace_dir(Settings.load().runs_dir, doc.dag_id, run_id)
-    client = ApiClient()
-    pods: list[dict[str, Any]] = []
-    namespaces: list[str] = []
+    ops: list[Any] = []
     for step in doc.steps:
         target = overlay.target_of(step.id, backend)
         if target == "local":
@@ -116,9 +118,5 @@ def render_cwl_pod_manifests(
             op.namespace = namespace or "default"
         op.use_plan(dry_run_plan(step, ws), str(ws))
         op.configure_run({}, doc.dag_id, run_id)
-        pod = op.build_pod_request_obj(context=None, dry_run=True)
-        if pod.metadata.namespace not in namespaces:
-            namespaces.append(pod.metadata.namespace)
-        pods.append(client.sanitize_for_serialization(pod))
-    maps = [client.sanitize_for_serialization(stepwrap_configmap(ns)) for ns in namespaces]
-    return [*maps, *pods]
+        ops.append(op)
+    return _as_documents(ops)
