@@ -78,6 +78,28 @@ def step_outputs(workspace: Path, doc: CwlDocument) -> dict[str, Any]:
     return out
 
 
+def end_cwl_task(
+    outdir: Path,
+    step_id: str,
+    rc: int,
+    code: int,
+    tail: list[str],
+    manifest: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The end of a CWL task: its status file (read by ``cwl-runner``), then the failure as
+    one error, or the outputs' sha256 by name (the task's return value)."""
+    status = {"exit_code": code, "message": failure_message(tail) if rc else ""}
+    (outdir / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
+    if manifest is None:
+        raise AirflowException(f"step {step_id}: no manifest (wrapper ended with code {rc})")
+    if rc != 0:
+        last = "\n".join(tail)
+        raise AirflowException(
+            f"CWL step {step_id} failed: cwltool exit code {code}; its last messages:\n{last}"
+        )
+    return {"outputs": {o["name"]: o.get("sha256") for o in manifest["outputs"]}}
+
+
 def failure_message(tail: list[str]) -> str:
     """cwltool's last error (from its last ``ERROR`` line on, colours removed) as one line."""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in tail]
@@ -244,19 +266,7 @@ class CwlStepOperator(WrappedStepOperator):
             self.log.info("%s%s", stepwrap.MANIFEST_PREFIX, json.dumps(manifest, sort_keys=True))
         self.twinprov_manifest = manifest
         code = int(manifest.get("exit_code", rc)) if manifest else rc
-        status = {"exit_code": code, "message": failure_message(tail) if rc else ""}
-        (outdir / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
-        if manifest is None:
-            raise AirflowException(
-                f"step {self.step_id}: no manifest (wrapper ended with code {rc})"
-            )
-        if rc != 0:
-            last = "\n".join(tail)
-            raise AirflowException(
-                f"CWL step {self.step_id} failed: cwltool exit code {code}; "
-                f"its last messages:\n{last}"
-            )
-        return {"outputs": {o["name"]: o.get("sha256") for o in manifest["outputs"]}}
+        return end_cwl_task(outdir, self.step_id, rc, code, tail, manifest)
 
 
 class CwlScatterOperator(BaseOperator):

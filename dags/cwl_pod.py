@@ -41,8 +41,7 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 
 from twinprov.dags.cwl_operator import (
-    STATUS_FILE,
-    failure_message,
+    end_cwl_task,
     prepare_cwl_job,
     same_document,
 )
@@ -298,15 +297,7 @@ class CwlPodStepOperator(KubeStepOperator):
                 **(ran[-1]["facts"] or {}),
                 "pods": [r["facts"]["pod"] for r in ran if r["facts"]],
             }
-        status = {"exit_code": rc, "message": failure_message(list(tail)) if rc else ""}
-        (outdir / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
-        if rc != 0:
-            last = "\n".join(tail)
-            raise AirflowException(
-                f"CWL step {self.step_id} failed: cwltool exit code {rc}; "
-                f"its last messages:\n{last}"
-            )
-        return {"outputs": {o["name"]: o.get("sha256") for o in manifest["outputs"]}}
+        return end_cwl_task(outdir, self.step_id, rc, rc, list(tail), manifest)
 
     def _step_manifest(
         self, ran: list[dict[str, Any]], rc: int, started: str, duration: float, ws: Path
