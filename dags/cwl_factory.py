@@ -16,11 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, BaseOperator, Param
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
 from twinprov.dags.cwl_operator import (
     INPUTS_TASK,
+    OUTPUTS_TASK,
     SCATTER_SUFFIX,
+    CwlGroupOutputsOperator,
     CwlScatterOperator,
     CwlStepOperator,
 )
@@ -31,8 +33,9 @@ from twinprov.provenance.cwl_doc import (
     job_beside,
     load_cwl,
     load_job,
+    subworkflow_of,
 )
-from twinprov.provenance.cwl_overlay import load_overlay
+from twinprov.provenance.cwl_overlay import CwlOverlay, load_overlay
 from twinprov.provenance.errors import TwinprovError
 from twinprov.provenance.spec import PUBLISH_TASK_ID
 
@@ -98,75 +101,125 @@ def build_cwl_dag(path: str | Path, params: bool = True, backend: str | None = N
         + "\n".join(f"- `{s.id}`: {s.kind} {s.run}" for s in doc.steps),
     )
     dag.fileloc = str(DAG_FILE)
-    tasks: dict[str, Any] = {}  # a step's last task (an operator, or its mapped task)
-    entry: dict[str, BaseOperator] = {}  # a step's first task
     cwl_path = str(doc.path) + (("#" + doc.uri.split("#", 1)[1]) if "#" in doc.uri else "")
-    # a step whose upstream was scattered over an empty list (its mapped task skipped) still
-    # runs, with empty arrays: none_failed rather than all_success
-    rule = "none_failed"
     with dag:
-        inputs = None
+        tasks: list[Any] = []
         if doc.is_workflow:
-            inputs = CwlStepOperator(
-                task_id=INPUTS_TASK,
-                cwl_path=cwl_path,
-                step_id=INPUTS_TASK,
-                doc_md="The workflow's input object as cwltool prepares it (defaults, "
-                "secondaryFiles, formats); its files are the run's inputs.",
-            )
-        for s in doc.steps:
-            target = overlay.target_of(s.id, backend)
-            if target == "local" and s.scatter:
-                # one split task, then one mapped task instance per element
-                split = CwlScatterOperator(
-                    task_id=f"{s.id}{SCATTER_SUFFIX}",
-                    cwl_path=cwl_path,
-                    step_id=s.id,
-                    trigger_rule=rule,
-                    doc_md=f"Splits the scattered step `{s.id}` into its elements.",
-                )
-                entry[s.id] = split
-                tasks[s.id] = CwlStepOperator.partial(
-                    task_id=s.id,
-                    cwl_path=cwl_path,
-                    step_id=s.id,
-                    doc_md=s.doc or None,
-                    trigger_rule=rule,
-                ).expand(scatter_index=split.output)
-            elif target == "local":
-                tasks[s.id] = entry[s.id] = CwlStepOperator(
-                    task_id=s.id,
-                    cwl_path=cwl_path,
-                    step_id=s.id,
-                    doc_md=s.doc or None,
-                    trigger_rule=rule,
-                )
-            else:
-                from twinprov.dags.cwl_pod import cwl_pod_operator
-
-                tasks[s.id] = entry[s.id] = cwl_pod_operator(
-                    doc,
-                    s,
-                    overlay,
-                    cwl_path=cwl_path,
-                    target=target,  # type: ignore[arg-type]
-                    task_id=s.id,
-                    doc_md=s.doc or None,
-                    trigger_rule=rule,
-                )
-        for s in doc.steps:
-            if inputs is not None:
-                inputs >> entry[s.id]
-            for up in s.upstream:
-                if up in tasks:
-                    tasks[up] >> entry[s.id]
+            inputs = _inputs_task(cwl_path, ())
+            tasks.append(inputs)
+            _add_steps(doc, cwl_path, (), inputs, overlay, backend, tasks)
+        else:
+            _add_steps(doc, cwl_path, (), None, overlay, backend, tasks)
         publish = PublishOperator(
             task_id=PUBLISH_TASK_ID, trigger_rule="all_done", retries=2, workflow=doc.dag_id
         )
         publish.as_teardown()
-        splits = [t for k, t in entry.items() if t is not tasks[k]]
-        [*([inputs] if inputs is not None else []), *splits, *tasks.values()] >> publish
+        tasks >> publish
     return dag
+
+
+# a step whose upstream was scattered over an empty list (its mapped task skipped) still runs,
+# with empty arrays: none_failed rather than all_success
+_RULE = "none_failed"
+
+
+def _inputs_task(cwl_path: str, scope: tuple[str, ...]) -> CwlStepOperator:
+    return CwlStepOperator(
+        task_id=INPUTS_TASK,
+        cwl_path=cwl_path,
+        step_id=INPUTS_TASK,
+        scope=scope,
+        trigger_rule=_RULE,
+        doc_md="The workflow's input object as cwltool prepares it (defaults, "
+        "secondaryFiles, formats); its files are the run's inputs.",
+    )
+
+
+def _add_steps(
+    doc: CwlDocument,
+    cwl_path: str,
+    scope: tuple[str, ...],
+    inputs: BaseOperator | None,
+    overlay: CwlOverlay,
+    backend: str | None,
+    every: list[Any],
+) -> None:
+    """The tasks of ``doc``'s steps (in the task group ``scope``), after ``inputs``, added to
+    ``every``. A subworkflow step that can be shown step by step
+    (:func:`~twinprov.provenance.cwl_doc.subworkflow_of`) on the local backend is a task group:
+    its input object, its steps (recursively), its output object."""
+    tasks: dict[str, Any] = {}  # a step's last task (an operator, its mapped task, a group)
+    entry: dict[str, Any] = {}  # a step's first task (or group)
+    for s in doc.steps:
+        # placement is the top-level step's (the overlay names the document's own steps)
+        target = overlay.target_of((*scope, s.id)[0], backend)
+        sub = subworkflow_of(doc, s.id) if target == "local" else None
+        if sub is not None:
+            with TaskGroup(group_id=s.id, tooltip=f"CWL subworkflow {s.run}") as group:
+                inner = _inputs_task(cwl_path, (*scope, s.id))
+                every.append(inner)
+                before = len(every)
+                _add_steps(sub, cwl_path, (*scope, s.id), inner, overlay, backend, every)
+                outputs = CwlGroupOutputsOperator(
+                    task_id=OUTPUTS_TASK,
+                    cwl_path=cwl_path,
+                    scope=(*scope, s.id),
+                    trigger_rule=_RULE,
+                    doc_md=f"The output object of the subworkflow `{s.id}`.",
+                )
+                [inner, *every[before:]] >> outputs
+                every.append(outputs)
+            tasks[s.id] = entry[s.id] = group
+        elif target == "local" and s.scatter:
+            # one split task, then one mapped task instance per element
+            split = CwlScatterOperator(
+                task_id=f"{s.id}{SCATTER_SUFFIX}",
+                cwl_path=cwl_path,
+                step_id=s.id,
+                scope=scope,
+                trigger_rule=_RULE,
+                doc_md=f"Splits the scattered step `{s.id}` into its elements.",
+            )
+            entry[s.id] = split
+            tasks[s.id] = CwlStepOperator.partial(
+                task_id=s.id,
+                cwl_path=cwl_path,
+                step_id=s.id,
+                scope=scope,
+                doc_md=s.doc or None,
+                trigger_rule=_RULE,
+            ).expand(scatter_index=split.output)
+            every += [split, tasks[s.id]]
+        elif target == "local":
+            tasks[s.id] = entry[s.id] = CwlStepOperator(
+                task_id=s.id,
+                cwl_path=cwl_path,
+                step_id=s.id,
+                scope=scope,
+                doc_md=s.doc or None,
+                trigger_rule=_RULE,
+            )
+            every.append(tasks[s.id])
+        else:
+            from twinprov.dags.cwl_pod import cwl_pod_operator
+
+            tasks[s.id] = entry[s.id] = cwl_pod_operator(
+                doc,
+                s,
+                overlay,
+                cwl_path=cwl_path,
+                target=target,  # type: ignore[arg-type]
+                task_id=s.id,
+                doc_md=s.doc or None,
+                trigger_rule=_RULE,
+            )
+            every.append(tasks[s.id])
+    for s in doc.steps:
+        if inputs is not None:
+            inputs >> entry[s.id]
+        for up in s.upstream:
+            if up in tasks:
+                tasks[up] >> entry[s.id]
 
 
 def cwl_dags(folder: Path) -> dict[str, DAG]:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ from twinprov.provenance.cwl_doc import (
     load_cwl,
     scatter_plan,
     step_job,
+    step_name,
+    subworkflow_job,
+    subworkflow_of,
+    workflow_outputs,
 )
 from twinprov.provenance.environment import python_environment
 from twinprov.provenance.errors import TwinprovError
@@ -44,6 +49,9 @@ STATUS_FILE = ".twinprov-cwl-status.json"
 INPUTS_TASK = "cwl_inputs"
 """A workflow's first task: its input object as cwltool prepares it (defaults, secondaryFiles
 discovered from the input types, sizes, formats), hashed as the run's inputs."""
+OUTPUTS_TASK = "cwl_outputs"
+"""A task group's last task (a subworkflow shown step by step): the subworkflow's output object,
+which the steps after the group read as the group step's outputs."""
 SCATTER_SUFFIX = "__scatter"
 """Task id suffix of a scattered step's split task (:class:`CwlScatterOperator`)."""
 UNSUPPORTED = 33
@@ -76,6 +84,54 @@ def step_outputs(workspace: Path, doc: CwlDocument) -> dict[str, Any]:
         if f.is_file():
             out[step_id] = json.loads(f.read_text(encoding="utf-8"))
     return out
+
+
+def run_params(context: Any) -> dict[str, Any]:
+    """The run's params (the trigger form's values), without the rerun marker."""
+    return {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a task of a CWL DAG runs: the (sub)workflow of its task group, that group's
+    folder, its input object, and cwltool's path to it in the run's document."""
+
+    doc: CwlDocument
+    folder: Path
+    """The workspace at the top; a group's folder is its step's (``cwl/<group step>/``), its
+    steps' folders are under it as a top-level step's are under the workspace."""
+    job: dict[str, Any] | None = None
+    """The subworkflow's input object; ``None`` at the top (the run's params)."""
+    path: tuple[str, ...] = ()
+    """cwltool's names of the group steps, outermost first (``--single-step a/b/step``)."""
+
+
+def scoped(
+    doc: CwlDocument, scope: tuple[str, ...] | list[str], ws: Path, params: dict[str, Any]
+) -> Scope:
+    """Where a task of the task group ``scope`` (step ids, outermost first) of ``doc`` runs."""
+    at = Scope(doc, ws)
+    for step_id in scope:
+        sub = group_document(at.doc, [step_id])
+        done = step_outputs(at.folder, at.doc)
+        given = done.get(INPUTS_TASK, params if at.job is None else at.job)
+        at = Scope(
+            sub,
+            cwl_step_dir(at.folder, step_id),
+            subworkflow_job(at.doc, step_id, given, done),
+            (*at.path, step_name(at.doc, step_id)),
+        )
+    return at
+
+
+def group_document(doc: CwlDocument, scope: tuple[str, ...] | list[str]) -> CwlDocument:
+    """The subworkflow the task group ``scope`` shows (``doc`` itself at the top)."""
+    for step_id in scope:
+        sub = subworkflow_of(doc, step_id)
+        if sub is None:
+            raise AirflowException(f"CWL step {step_id} of {doc.path} is not a task group")
+        doc = sub
+    return doc
 
 
 def end_cwl_task(
@@ -137,7 +193,7 @@ def same_document(path: Path, snapshot: Path) -> None:
 
 
 def prepare_cwl_job(
-    doc: CwlDocument, step_id: str, context: Any, ws: Path, scatter_index: int | None = None
+    at: Scope, step_id: str, context: Any, scatter_index: int | None = None
 ) -> tuple[Path, Path, list[str], str, dict[str, Any]]:
     """What cwltool is given to run one task of a CWL DAG: the step's output folder, its job
     file (written), cwltool's options, the kind of process, and the job object.
@@ -145,38 +201,41 @@ def prepare_cwl_job(
     The job is the run's params (the trigger form) for the inputs task or a tool document, and
     for a workflow step the values its ``in`` ports get from the workflow inputs and the
     upstream steps' outputs; for element ``scatter_index`` of a scattered step, that
-    element's job (:func:`~twinprov.provenance.cwl_doc.scatter_plan`), in a folder of its own."""
-    outdir = cwl_step_dir(ws, step_id)
+    element's job (:func:`~twinprov.provenance.cwl_doc.scatter_plan`), in a folder of its own.
+    In a task group (``at``, see :func:`scoped`) the subworkflow's input object stands for the
+    params, and cwltool runs the step (or, for the group's inputs task, the subworkflow) found
+    by its path in the whole document, with the requirements it inherits there."""
+    doc, job = at.doc, at.job
+    outdir = cwl_step_dir(at.folder, step_id)
     if scatter_index is not None:
         outdir = outdir / str(scatter_index)
     outdir.mkdir(parents=True, exist_ok=True)
-    job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
-    # what the document's defaults say anyway stays out: cwltool applies them as written
-    # (a trigger form sends every field, and JSON turns 0.00001 into 1e-05)
-    defaults = {i.name: i.default for i in doc.inputs}
-    job = {k: v for k, v in job.items() if v is not None and defaults.get(k) != v}
+    if job is None:
+        # what the document's defaults say anyway stays out: cwltool applies them as written
+        # (a trigger form sends every field, and JSON turns 0.00001 into 1e-05)
+        defaults = {i.name: i.default for i in doc.inputs}
+        job = {
+            k: v for k, v in run_params(context).items() if v is not None and defaults.get(k) != v
+        }
     # the local backend runs no containers: a DockerRequirement is honoured on a pod backend
     # (file names as CWL allows them: "#", spaces; nothing here goes through a shell)
     args = ["--outdir", str(outdir), "--quiet", "--no-container", "--relax-path-checks"]
     step_kind = "inputs"
     if step_id == INPUTS_TASK:
         args = ["--print-input-deps", "--relax-path-checks"]
+        if at.path:
+            args += ["--single-process", "/".join(at.path)]
     elif doc.is_workflow:
         step = doc.step(step_id)
         step_kind = step.kind
         if scatter_index is not None:
-            plan_file = cwl_step_dir(ws, step_id) / SCATTER_FILE
+            plan_file = cwl_step_dir(at.folder, step_id) / SCATTER_FILE
             plan = json.loads(plan_file.read_text(encoding="utf-8"))
             job = plan["jobs"][scatter_index]
         else:
-            done = step_outputs(ws, doc)
+            done = step_outputs(at.folder, doc)
             job = step_job(doc, step.id, done.get(INPUTS_TASK, job), done)
-        raw = next(
-            s
-            for s in doc.obj.steps
-            if str(s.id).endswith("/" + step.id) or str(s.id).endswith("#" + step.id)
-        )
-        args += ["--single-step", str(raw.id).split("#", 1)[1].split("/")[-1]]
+        args += ["--single-step", "/".join((*at.path, step_name(doc, step.id)))]
     else:
         step_kind = doc.step(step_id).kind
     job_file = outdir / ".twinprov-cwl-job.json"
@@ -191,20 +250,29 @@ class CwlStepOperator(WrappedStepOperator):
     twinprov_role = "step"
 
     def __init__(
-        self, *, cwl_path: str, step_id: str, scatter_index: int | None = None, **kwargs: Any
+        self,
+        *,
+        cwl_path: str,
+        step_id: str,
+        scatter_index: int | None = None,
+        scope: tuple[str, ...] = (),
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.cwl_path = cwl_path
+        """The run's document (a step of a task group belongs to a subworkflow of it)."""
         self.step_id = step_id
         self.scatter_index = scatter_index
         """The element of a scattered step this (mapped) task runs; None: the whole step."""
+        self.scope = tuple(scope)
+        """The task group steps this step is in, outermost first (see :func:`scoped`)."""
         self.twinprov_manifest: dict[str, Any] | None = None
         self.twinprov_facts: dict[str, Any] = {}
         self._proc: subprocess.Popen[str] | None = None
 
     @property
     def twinprov_static(self) -> dict[str, Any]:
-        doc = load_cwl(self.cwl_path)
+        doc = group_document(load_cwl(self.cwl_path), self.scope)
         if self.step_id == INPUTS_TASK:
             return {"target": "local", "environment": python_environment()}
         step = doc.step(self.step_id)
@@ -231,8 +299,9 @@ class CwlStepOperator(WrappedStepOperator):
         same_document(
             doc.path, spec_snapshot_path(settings.runs_dir, ti.dag_id, ti.run_id, str(doc.path))
         )
+        at = scoped(doc, self.scope, ws, run_params(context))
         outdir, job_file, args, step_kind, job = prepare_cwl_job(
-            doc, self.step_id, context, ws, self.scatter_index
+            at, self.step_id, context, self.scatter_index
         )
         argv = [
             cwl_python(),
@@ -276,17 +345,22 @@ class CwlScatterOperator(BaseOperator):
 
     ui_color = "#efe8f7"
 
-    def __init__(self, *, cwl_path: str, step_id: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, cwl_path: str, step_id: str, scope: tuple[str, ...] = (), **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.cwl_path = cwl_path
         self.step_id = step_id
+        self.scope = tuple(scope)
 
     def execute(self, context: Any) -> list[int]:
-        doc = load_cwl(self.cwl_path)
         ti = context["ti"]
-        ws = workspace_dir(Settings.load().runs_dir, ti.dag_id, ti.run_id)
+        top = workspace_dir(Settings.load().runs_dir, ti.dag_id, ti.run_id)
+        params = run_params(context)
+        at = scoped(load_cwl(self.cwl_path), self.scope, top, params)
+        doc, ws = at.doc, at.folder
         done = step_outputs(ws, doc)
-        job = {k: v for k, v in dict(context["params"]).items() if k != RERUN_PARAM}
+        job = params if at.job is None else at.job
         folder = cwl_step_dir(ws, self.step_id)
         folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -300,3 +374,32 @@ class CwlScatterOperator(BaseOperator):
         how = "whole (cwltool scatters)" if plan["whole"] else plan["method"]
         self.log.info("CWL step %s: %d element(s), %s", self.step_id, len(plan["jobs"]), how)
         return list(range(len(plan["jobs"])))
+
+
+class CwlGroupOutputsOperator(BaseOperator):
+    """The last task of a task group (a subworkflow shown step by step): the subworkflow's
+    output object from its steps' (``outputSource``, ``linkMerge``, ``pickValue``), written where
+    the steps after the group read the group step's outputs."""
+
+    ui_color = "#efe8f7"
+
+    def __init__(self, *, cwl_path: str, scope: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cwl_path = cwl_path
+        self.scope = tuple(scope)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        top = workspace_dir(Settings.load().runs_dir, ti.dag_id, ti.run_id)
+        at = scoped(load_cwl(self.cwl_path), self.scope, top, run_params(context))
+        doc, folder, job = at.doc, at.folder, at.job
+        done = step_outputs(folder, doc)
+        try:
+            result = workflow_outputs(doc, done.get(INPUTS_TASK, job or {}), done)
+        except TwinprovError as e:
+            status = {"exit_code": 1, "message": str(e)}
+            (folder / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
+            raise AirflowException(f"CWL step {self.scope[-1]}: {e}") from e
+        (folder / OUTPUT_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")
+        self.log.info("CWL subworkflow %s: outputs %s", self.scope[-1], ", ".join(sorted(result)))
+        return {"outputs": sorted(result)}

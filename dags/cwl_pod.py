@@ -41,6 +41,7 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 
 from twinprov.dags.cwl_operator import (
+    Scope,
     end_cwl_task,
     prepare_cwl_job,
     same_document,
@@ -231,7 +232,7 @@ class CwlPodStepOperator(KubeStepOperator):
         same_document(
             doc.path, spec_snapshot_path(settings.runs_dir, ti.dag_id, ti.run_id, str(doc.path))
         )
-        outdir, job_file, args, kind, job = prepare_cwl_job(doc, self.step_id, context, ws)
+        outdir, job_file, args, kind, job = prepare_cwl_job(Scope(doc, ws), self.step_id, context)
         plans = outdir / ".twinprov-pods"
         shutil.rmtree(plans, ignore_errors=True)
         plans.mkdir(parents=True)

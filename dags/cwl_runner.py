@@ -136,7 +136,6 @@ def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict
         INPUTS_TASK,
         STATUS_FILE,
         UNSUPPORTED,
-        cwl_step_dir,
         step_outputs,
     )
     from twinprov.provenance.config import Settings
@@ -153,21 +152,16 @@ def run_cwl(document: str, job_path: str | None, outdir: str) -> tuple[int, dict
     state = str(getattr(dr.state, "value", dr.state))
     ws = workspace_dir(Settings.load().runs_dir, dag.dag_id, dr.run_id)
     codes = []
-    for step_id in [INPUTS_TASK, *(s.id for s in doc.steps)]:
-        folder = cwl_step_dir(ws, step_id)
-        # a scattered step's elements each have a folder of their own (0, 1, …)
-        elements = sorted(
-            (p for p in folder.glob(f"*/{STATUS_FILE}") if p.parent.name.isdigit()),
-            key=lambda p: int(p.parent.name),
-        )
-        for status in [folder / STATUS_FILE, *elements]:
-            if not status.is_file():
-                continue
-            record = json.loads(status.read_text())
-            codes.append(int(record["exit_code"]))
-            if record.get("message"):
-                # the reason, last on stderr (the lines above are Airflow's log)
-                print(f"twinprov: CWL step {step_id} failed: {record['message']}", file=sys.stderr)
+    # every task's status, the steps of task groups (cwl/<group>/cwl/<step>/) and the elements
+    # of scattered steps (cwl/<step>/<k>/) included
+    for status in sorted(ws.glob(f"cwl/**/{STATUS_FILE}")):
+        record = json.loads(status.read_text())
+        codes.append(int(record["exit_code"]))
+        if record.get("message"):
+            parts = status.parent.relative_to(ws).parts
+            step_id = ".".join(p for p in parts if p != "cwl" and not p.isdigit())
+            # the reason, last on stderr (the lines above are Airflow's log)
+            print(f"twinprov: CWL step {step_id} failed: {record['message']}", file=sys.stderr)
     if state != "success":
         return (UNSUPPORTED if UNSUPPORTED in codes else 1), None
     done = step_outputs(ws, doc)

@@ -14,15 +14,20 @@ __all__ = [
     "CwlDocument",
     "CwlInput",
     "CwlStep",
+    "DagStep",
     "absolutize",
     "cwl_python",
+    "dag_steps",
     "describe_values",
     "document_files",
     "job_beside",
     "load_cwl",
     "load_job",
     "step_job",
+    "step_name",
     "step_sources",
+    "subworkflow_job",
+    "subworkflow_of",
     "unsupported_requirements",
     "workflow_outputs",
 ]
@@ -107,6 +112,10 @@ class CwlDocument:
     steps: tuple[CwlStep, ...]
     cwl_version: str
     obj: Any = field(repr=False, compare=False, default=None)
+    graph: tuple[Any, ...] = field(repr=False, compare=False, default=())
+    """The processes of the file's ``$graph`` (that its steps' ``run`` may name)."""
+    outer: tuple[Any, ...] = field(repr=False, compare=False, default=())
+    """For a subworkflow: the steps and workflows around it, innermost first."""
 
     @property
     def is_workflow(self) -> bool:
@@ -334,8 +343,23 @@ def load_cwl(path: str | Path) -> CwlDocument:
         if not match:
             raise CwlError(f"{p}: $graph has no process '#{want}'")
         loaded = match[0]
+    return _document(loaded, p, p.as_uri() + (f"#{fragment}" if fragment else ""), graph)
+
+
+def _document(
+    loaded: Any,
+    p: Path,
+    doc_uri: str,
+    graph: list[Any],
+    base: str | None = None,
+    outer: tuple[Any, ...] = (),
+    cwl_version: str = "v1.2",
+) -> CwlDocument:
+    """A :class:`CwlDocument` of the cwl-utils process ``loaded`` (of the file ``p``).
+    ``base``: the id its own ids are relative to (an inline process has a blank id);
+    ``outer``: the steps and workflows around a subworkflow, whose requirements it inherits."""
     kind = type(loaded).__name__
-    uri = str(loaded.id)
+    uri = base or str(loaded.id)
     inputs = tuple(
         CwlInput(
             _short(str(i.id)),
@@ -367,14 +391,14 @@ def load_cwl(path: str | Path) -> CwlDocument:
                     kind=type(process).__name__,
                     run=run_ref,
                     upstream=tuple(_safe_id(u) for u in upstream),
-                    image=_image(s) or _image(process) or _image(loaded),
+                    image=next((i for i in map(_image, (s, process, loaded, *outer)) if i), None),
                     scatter=bool(s.scatter),
                     conditional=bool(getattr(s, "when", None)),
                     doc=str(getattr(s, "doc", None) or getattr(process, "doc", None) or ""),
-                    docker=_docker_group(s, process, loaded),
+                    docker=_docker_group(s, process, loaded, *outer),
                     outputs=_outputs(process),
-                    cores=_resource("coresMin", s, process, loaded),
-                    ram_mib=_resource("ramMin", s, process, loaded),
+                    cores=_resource("coresMin", s, process, loaded, *outer),
+                    ram_mib=_resource("ramMin", s, process, loaded, *outer),
                 )
             )
     else:
@@ -392,15 +416,17 @@ def load_cwl(path: str | Path) -> CwlDocument:
         )
     return CwlDocument(
         path=p,
-        uri=p.as_uri() + (f"#{fragment}" if fragment else ""),
+        uri=doc_uri,
         kind=kind,
         id=uri,
         label=str(getattr(loaded, "label", None) or ""),
         doc=str(getattr(loaded, "doc", None) or ""),
         inputs=inputs,
         steps=tuple(_safe_steps(steps)),
-        cwl_version=str(getattr(loaded, "cwlVersion", None) or "v1.2"),
+        cwl_version=str(getattr(loaded, "cwlVersion", None) or cwl_version),
         obj=loaded,
+        graph=tuple(graph),
+        outer=outer,
     )
 
 
@@ -532,8 +558,7 @@ def step_job(
     """The input object of one workflow step for ``cwltool --single-step``: each ``in`` port's
     value from its sources (``linkMerge``, ``pickValue``); ``default``/``valueFrom`` stay with
     cwltool. ``outputs`` maps an earlier step's id to its output object."""
-    wf = doc.obj
-    raw = next(s for s in wf.steps if _safe_id(_frag(str(s.id), doc.id)) == step_id)
+    raw = _raw_step(doc, step_id)
     out: dict[str, Any] = {}
     for port in raw.in_ or []:
         sources = _as_list(port.source)
@@ -546,6 +571,92 @@ def step_job(
         value = _merge(values, port.linkMerge, getattr(port, "pickValue", None), many)
         if value is not None:
             out[_short(str(port.id))] = value
+    return out
+
+
+def _raw_step(doc: CwlDocument, step_id: str) -> Any:
+    return next(s for s in doc.obj.steps if _safe_id(_frag(str(s.id), doc.id)) == step_id)
+
+
+def step_name(doc: CwlDocument, step_id: str) -> str:
+    """cwltool's name of a step (its id's last part; ``step_id`` is the task-safe one)."""
+    return _short(str(_raw_step(doc, step_id).id))
+
+
+def subworkflow_of(doc: CwlDocument, step_id: str) -> CwlDocument | None:
+    """The subworkflow a step runs, when its DAG shows it as a task group (one task per inner
+    step); ``None`` when the step stays one task that cwltool runs whole.
+
+    A group is exact when the step's own processing is only passing values on: no ``scatter``,
+    no ``when``, no ``valueFrom`` on its inputs (cwltool evaluates those around the whole
+    subworkflow). Its ``run`` may be inline, a ``$graph`` entry or another file; the requirements
+    it inherits from the step and the workflows around it stay cwltool's (its inner steps run
+    as ``--single-step group/step`` of the whole document, see ``cwl_exec.py``)."""
+    if not doc.is_workflow:
+        return None
+    step = doc.step(step_id)
+    if step.kind != "Workflow" or step.scatter or step.conditional:
+        return None
+    raw = _raw_step(doc, step_id)
+    if any(getattr(port, "valueFrom", None) is not None for port in raw.in_ or []):
+        return None
+    outer = (raw, doc.obj, *doc.outer)
+    if not isinstance(raw.run, str):  # inline: its ids are the step's, + /run
+        return _document(
+            raw.run, doc.path, doc.uri, list(doc.graph), f"{raw.id}/run", outer, doc.cwl_version
+        )
+    file_uri = raw.run.partition("#")[0]
+    try:
+        process = _load_run(raw.run, list(doc.graph))
+        loaded = _load_uri(file_uri)
+    except CwlError:
+        return None
+    path = Path(unquote(urlparse(file_uri).path))
+    graph = loaded if isinstance(loaded, list) else [loaded]
+    return _document(process, path, raw.run, graph, None, outer, doc.cwl_version)
+
+
+def subworkflow_job(
+    doc: CwlDocument, step_id: str, job: Mapping[str, Any], outputs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The input object of the subworkflow a step runs as a task group
+    (:func:`subworkflow_of`): its ``in`` ports' values (:func:`step_job`), a port without one
+    taking its ``default``; ports the subworkflow has no input for are left out."""
+    raw = _raw_step(doc, step_id)
+    out = step_job(doc, step_id, job, outputs)
+    for port in raw.in_ or []:
+        name = _short(str(port.id))
+        if out.get(name) is None and getattr(port, "default", None) is not None:
+            out[name] = absolutize(_plain(port.default), doc.path.parent)
+    sub = subworkflow_of(doc, step_id)
+    names = {i.name for i in sub.inputs} if sub is not None else set(out)
+    return {k: v for k, v in out.items() if k in names}
+
+
+@dataclass(frozen=True)
+class DagStep:
+    """A step as a CWL DAG has it: the steps of a subworkflow shown as a task group come after
+    the group's step, with task ids ``<group>.<step>`` (Airflow's task group prefix)."""
+
+    task_id: str
+    scope: tuple[str, ...]
+    """The ids of the enclosing group steps, outermost first (empty at the top)."""
+    doc: CwlDocument
+    """The (sub)workflow the step belongs to."""
+    step: CwlStep
+    group: CwlDocument | None = None
+    """The subworkflow, when this step is a task group."""
+
+
+def dag_steps(doc: CwlDocument, scope: tuple[str, ...] = ()) -> list[DagStep]:
+    """The steps of ``doc`` with, after each subworkflow step shown as a task group, the steps
+    of its subworkflow (recursively)."""
+    out: list[DagStep] = []
+    for s in doc.steps:
+        sub = subworkflow_of(doc, s.id)
+        out.append(DagStep(".".join((*scope, s.id)), scope, doc, s, sub))
+        if sub is not None:
+            out += dag_steps(sub, (*scope, s.id))
     return out
 
 
@@ -566,7 +677,7 @@ def scatter_plan(doc: CwlDocument, step_id: str, job: Mapping[str, Any]) -> dict
     """
     import itertools
 
-    raw = next(s for s in doc.obj.steps if _safe_id(_frag(str(s.id), doc.id)) == step_id)
+    raw = _raw_step(doc, step_id)
     params = [_short(str(p)) for p in _as_list(raw.scatter)]
     method = str(raw.scatterMethod or "dotproduct").rsplit("#", 1)[-1]
     values = {p: job.get(p) for p in params}
@@ -621,7 +732,7 @@ def step_sources(doc: CwlDocument, step_id: str) -> list[tuple[str, str]]:
     (``input`` or ``step/output``); none for a tool document."""
     if not doc.is_workflow:
         return []
-    raw = next(s for s in doc.obj.steps if _safe_id(_frag(str(s.id), doc.id)) == step_id)
+    raw = _raw_step(doc, step_id)
     return [
         (_short(str(port.id)), _frag(str(src), doc.id))
         for port in raw.in_ or []

@@ -51,6 +51,53 @@ def _single_step_inputs_optional() -> None:
         cwltool.main.get_step = get_step
 
 
+def _short_name(step_id: str) -> str:
+    return step_id.split("#")[-1].split("/")[-1]
+
+
+def _steps_in_groups() -> None:
+    """``--single-step a/b`` and ``--single-process a/b``: a step (or the process of a step)
+    inside the subworkflow of step ``a`` (a task group of the DAG), at any depth, inline
+    ``run`` or not. The subworkflow is cwltool's own embedded process, whose requirements and
+    hints already hold the ones it inherits from the steps and workflows around it; the
+    extracted step gets those, as it would inside the whole workflow. A name without ``/`` is
+    left to cwltool."""
+    import cwltool.main
+
+    def step_named(workflow: Any, name: str) -> Any:
+        for step in workflow.steps:
+            if _short_name(step.id) == name:
+                return step
+        raise cwltool.main.ValidationException(f"no step {name!r} in {workflow.tool['id']}")
+
+    def group(tool: Any, names: list[str]) -> Any:
+        for name in names:
+            tool = step_named(tool, name).embedded_tool
+        return tool
+
+    original_step, original_process = cwltool.main.choose_step, cwltool.main.choose_process
+
+    def choose_step(args, tool, loading_context):  # type: ignore[no-untyped-def]
+        if "/" not in args.single_step:
+            return original_step(args, tool, loading_context)
+        *names, name = args.single_step.split("/")
+        workflow = group(tool, names)
+        step = step_named(workflow, name)
+        extracted = cwltool.main.get_step(workflow, step.id, loading_context)
+        extracted["requirements"] = list(workflow.requirements)
+        extracted["hints"] = list(workflow.hints)
+        loading_context.loader.idx[extracted["id"]] = cwltool.main.cmap(extracted)
+        return cwltool.main.make_tool(extracted["id"], loading_context)
+
+    def choose_process(args, tool, loading_context):  # type: ignore[no-untyped-def]
+        if "/" not in args.single_process:
+            return original_process(args, tool, loading_context)
+        return group(tool, args.single_process.split("/"))
+
+    cwltool.main.choose_step = choose_step
+    cwltool.main.choose_process = choose_process
+
+
 def _where(node) -> str:  # type: ignore[no-untyped-def]
     """``/abs/file.cwl:line:col:`` of a YAML node as written (schema-salad keeps the line)."""
     from urllib.parse import unquote, urlparse
@@ -197,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(obj, f, indent=2, sort_keys=True)
 
         cwltool.main.printdeps = keep_job
+        _steps_in_groups()
         try:
             return int(cwltool_main(argsl=cwltool_args, stdout=io.StringIO()) or 0)
         except SystemExit as e:
@@ -210,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _docker_policy(on_host=os.environ.get(DOCKER_ON_HOST_ENV) == "1")
     _single_step_inputs_optional()
+    _steps_in_groups()
 
     buf = io.StringIO()
     code = int(cwltool_main(argsl=cwltool_args, stdout=buf) or 0)

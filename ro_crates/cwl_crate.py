@@ -10,7 +10,13 @@ __all__ = ["cwl_workflow_info"]
 
 from pathlib import Path
 
-from twinprov.provenance.cwl_doc import CWL_SCALAR_TYPES, document_files, load_cwl
+from twinprov.provenance.cwl_doc import (
+    CWL_SCALAR_TYPES,
+    dag_steps,
+    document_files,
+    load_cwl,
+    step_sources,
+)
 from twinprov.provenance.errors import CwlError
 from twinprov.provenance.hashing import sha256_file
 from twinprov.ro_crates.errors import CrateInputError, SpecChangedError
@@ -68,11 +74,14 @@ def cwl_workflow_info(cwl_path: str, recorded_sha256: str | None = None) -> Work
             digest, size = sha256_file(run_file)
             rel = run_file.relative_to(root).as_posix()
             sources.append(SourceFile(rel, run_file, digest, size, "application/x-cwl"))
-    for position, s in enumerate(doc.steps):
-        ins = _step_inputs(doc, s.id)
+    # a subworkflow shown as a task group: its step, then its steps (task ids group.step)
+    for position, d in enumerate(dag_steps(doc)):
+        s = d.step
+        ins = step_sources(d.doc, s.id)
+        folder = "/".join(f"cwl/{part}" for part in (*d.scope, s.id))
         steps.append(
             StepSpec(
-                id=s.id,
+                id=d.task_id,
                 position=position,
                 description=s.doc,
                 image=s.image,
@@ -82,12 +91,12 @@ def cwl_workflow_info(cwl_path: str, recorded_sha256: str | None = None) -> Work
                 outputs=tuple(
                     StepOutput(
                         name,
-                        f"cwl/{s.id}/ (collected by cwltool)",
+                        f"{folder}/ (collected by cwltool)",
                         "inode/directory" if "Directory" in t else "application/octet-stream",
                     )
                     for name, t in s.outputs
                 ),
-                params=tuple(sorted({src for _, src in ins if src in inputs})),
+                params=tuple(sorted({src for _, src in ins if src in inputs and not d.scope})),
             )
         )
     return WorkflowInfo(
@@ -103,10 +112,3 @@ def cwl_workflow_info(cwl_path: str, recorded_sha256: str | None = None) -> Work
         sources=tuple(sources),
         language="cwl",
     )
-
-
-def _step_inputs(doc: object, step_id: str) -> list[tuple[str, str]]:
-    """(port, source relative to the workflow) of a workflow step; nothing for a tool."""
-    from twinprov.provenance.cwl_doc import step_sources
-
-    return step_sources(doc, step_id)  # type: ignore[arg-type]

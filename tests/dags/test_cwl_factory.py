@@ -96,3 +96,102 @@ def test_dotproduct_of_unequal_lengths_is_refused_with_the_lengths(tmp_path: Pat
     cwl.write_text(SCATTER.replace("nested_crossproduct", "dotproduct"))
     with pytest.raises(TwinprovError, match="name: 2, greeting: 1"):
         scatter_plan(load_cwl(cwl), "greet", {"name": ["a", "b"], "greeting": ["hi"]})
+
+
+NESTED = REPO / "tests" / "data" / "cwl" / "nested.cwl"
+
+
+def test_a_subworkflow_is_a_task_group_of_its_steps() -> None:
+    dag = build_cwl_dag(NESTED)
+    group = dag.task_group.children["stats"]
+    assert sorted(group.children) == [
+        "stats.count",
+        "stats.cwl_inputs",
+        "stats.cwl_outputs",
+        "stats.sort",
+    ]
+    # the group's input object waits for the step feeding it; its steps follow the inner links
+    assert dag.get_task("stats.cwl_inputs").upstream_task_ids == {"cwl_inputs", "write"}
+    assert dag.get_task("stats.count").upstream_task_ids == {"stats.cwl_inputs", "stats.sort"}
+    # the step after the group reads the subworkflow's output object
+    assert dag.get_task("report").upstream_task_ids == {"cwl_inputs", "stats.cwl_outputs"}
+    assert "stats" not in dag.task_ids  # no task runs the subworkflow whole
+
+
+def _with_stats_step(tmp_path: Path, step_in: str, step_extra: str, main_extra: str) -> Path:
+    text = NESTED.read_text()
+    text = text.replace(
+        "      in: {infile: write/out, factor: factor}\n",
+        f"      in: {{infile: write/out, factor: {step_in}}}\n{step_extra}",
+    )
+    text = text.replace(
+        "    SubworkflowFeatureRequirement: {}\n",
+        "    SubworkflowFeatureRequirement: {}\n" + main_extra,
+    )
+    cwl = tmp_path / "nested.cwl"
+    cwl.write_text(text)
+    return cwl
+
+
+@pytest.mark.parametrize(
+    ("step_in", "step_extra", "main_extra"),
+    [
+        # cwltool evaluates the step's valueFrom: the group's input object would be wrong
+        (
+            "{source: factor, valueFrom: $(self * 2)}",
+            "",
+            "    StepInputExpressionRequirement: {}\n",
+        ),
+        # when: the step is skipped (or not) as a whole
+        ("factor", "      when: $(inputs.factor > 0)\n", "    InlineJavascriptRequirement: {}\n"),
+    ],
+)
+def test_a_subworkflow_runs_whole_when_a_group_would_not_be_exact(
+    tmp_path: Path, step_in: str, step_extra: str, main_extra: str
+) -> None:
+    dag = build_cwl_dag(_with_stats_step(tmp_path, step_in, step_extra, main_extra))
+    assert "stats" in dag.task_ids and "stats.sort" not in dag.task_ids
+    assert dag.get_task("report").upstream_task_ids == {"cwl_inputs", "stats"}
+
+
+def test_an_inline_subworkflow_is_a_task_group_too(tmp_path: Path) -> None:
+    cwl = tmp_path / "inline.cwl"
+    cwl.write_text(INLINE)
+    dag = build_cwl_dag(cwl)
+    assert {"outer.inner.hello", "outer.inner.cwl_outputs"} <= set(dag.task_ids)
+    assert dag.get_task("outer.inner.hello").upstream_task_ids == {"outer.inner.cwl_inputs"}
+
+
+INLINE = """\
+cwlVersion: v1.2
+class: Workflow
+requirements: {SubworkflowFeatureRequirement: {}}
+inputs: {name: string}
+outputs: {out: {type: string, outputSource: outer/out}}
+steps:
+  outer:
+    in: {name: name}
+    out: [out]
+    run:
+      class: Workflow
+      inputs: {name: string}
+      outputs: {out: {type: string, outputSource: inner/out}}
+      steps:
+        inner:
+          in: {name: name}
+          out: [out]
+          run:
+            class: Workflow
+            inputs: {name: string}
+            outputs: {out: {type: string, outputSource: hello/out}}
+            steps:
+              hello:
+                in: {name: name}
+                out: [out]
+                run:
+                  class: ExpressionTool
+                  requirements: {InlineJavascriptRequirement: {}}
+                  inputs: {name: string}
+                  outputs: {out: string}
+                  expression: '$({"out": "hello " + inputs.name})'
+"""

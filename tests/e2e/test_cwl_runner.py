@@ -182,3 +182,35 @@ def test_application_package_answers_the_same_questions(tmp_path: Path) -> None:
     verdict = json.loads(rerun.stdout)
     assert rerun.returncode == 2 and verdict["status"] == "inputs_changed"
     assert "stac_catalog" in verdict["notes"][0]
+
+
+def test_a_subworkflow_runs_as_a_task_group_with_provenance(tmp_path: Path) -> None:
+    """The subworkflow step `stats` of nested.cwl runs as the task group stats.sort and
+    stats.count, with the requirements it inherits: each inner step an activity with its own
+    tool, the crate a CreateAction per inner step (0 REQUIRED), and a rerun reproduces it step
+    by step."""
+    nested = REPO / "tests" / "data" / "cwl" / "nested.cwl"
+    home, out = tmp_path / "home", tmp_path / "out"
+    proc = _run(
+        [TWINPROV, "cwl-runner", "--outdir", str(out), "--quiet", str(nested)], home, tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    # $TWIN comes from the main workflow's EnvVarRequirement, inherited by the group's step
+    assert (out / "sorted.txt").read_text() == "a\nb\nc\ndrought\n"
+    assert result["lines"] == 12  # 4 lines × factor 3, through the group's output object
+    assert (out / "report.txt").read_text().strip() == "4"
+    show = json.loads(_run([TWINPROV, "show", "latest", "--json"], home, tmp_path).stdout)
+    states = {s["task_id"]: s["state"] for s in show["steps"]}
+    assert states["stats.sort"] == states["stats.count"] == "success"
+    assert "stats" not in states  # nothing ran the subworkflow whole
+    turtle = _run([TWINPROV, "export", "latest", "--format", "turtle"], home, tmp_path).stdout
+    assert f"{nested.as_uri()}#sort" in turtle  # the inner step's own tool
+    check = _run([TWINPROV, "crate", "latest", "--check"], home, tmp_path)
+    assert check.returncode == 0 and "0 REQUIRED" in check.stderr, check.stderr
+    meta = json.loads((Path(check.stdout.strip()) / "ro-crate-metadata.json").read_text())
+    ids = {e["@id"] for e in meta["@graph"]}
+    assert {"#try/stats.sort/1", "#try/stats.count/1", "#step/stats"} <= ids
+    rerun = _run([TWINPROV, "rerun", "latest", "--json"], home, tmp_path)
+    verdict = json.loads(rerun.stdout)
+    assert rerun.returncode == 0 and verdict["status"] == "reproduced", rerun.stderr[-3000:]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twinprov.provenance.cwl_doc import describe_values, load_cwl, step_sources
+from twinprov.provenance.cwl_doc import dag_steps, describe_values, load_cwl, step_sources
 
 INPUTS_TASK = "cwl_inputs"
 """The first task of a CWL workflow's DAG (``dags/cwl_operator.py``): its input object."""
@@ -71,12 +71,20 @@ def cwl_spec(path: Path) -> CwlSpec:
         return CwlSpec((_Step(doc.steps[0].id, inputs, ()),))
     names = {i.name for i in doc.inputs}
     steps = [_Step(INPUTS_TASK, inputs, ())]
-    for s in doc.steps:
+    for d in dag_steps(doc):  # a task group's steps are group.step, after the group's step
+        prefix = "".join(f"{g}." for g in d.scope)
         ports = tuple(
-            _Input(port, f"params.{src}" if src in names else src.replace("/", "."))
-            for port, src in step_sources(doc, s.id)
+            _Input(
+                port,
+                f"params.{src}"
+                if src in names and not d.scope
+                else prefix + (src.replace("/", ".") if "/" in src else f"{INPUTS_TASK}.{src}"),
+            )
+            for port, src in step_sources(d.doc, d.step.id)
         )
-        steps.append(_Step(s.id, ports, (INPUTS_TASK, *s.upstream)))
+        group = [".".join(d.scope)] if d.scope else []
+        upstream = (INPUTS_TASK, *(prefix + u for u in d.step.upstream), *group)
+        steps.append(_Step(d.task_id, ports, upstream))
     return CwlSpec(tuple(steps))
 
 
