@@ -445,28 +445,33 @@ def _safe_steps(steps: list[CwlStep]) -> list[CwlStep]:
 
 def document_files(doc: CwlDocument) -> list[Path]:
     """The local files a document runs, beyond itself: the documents its steps' ``run`` name
-    (and, for a subworkflow, the ones it runs in turn), each once, in step order."""
+    (and, for a subworkflow, inline or not, the ones it runs in turn), each once, in step
+    order."""
     seen = {doc.path.resolve()}
+    visited: set[str] = set()
     out: list[Path] = []
 
-    def visit(d: CwlDocument) -> None:
-        for s in d.steps:
+    def visit(process: Any) -> None:
+        for s in getattr(process, "steps", None) or []:
+            if not isinstance(s.run, str):  # inline: what its own steps run
+                visit(s.run)
+                continue
+            if s.run in visited:
+                continue
+            visited.add(s.run)
             ref = s.run.split("#", 1)[0]
             if not ref.startswith("file://"):
                 continue
             f = Path(unquote(urlparse(ref).path)).resolve()
-            if f in seen or not f.is_file():
-                continue
-            seen.add(f)
-            out.append(f)
-            if s.kind == "Workflow":
-                try:
-                    sub = load_cwl(f)
-                except CwlError:
-                    continue  # a $graph entry: its tools are in the same file
-                visit(sub)
+            if f not in seen and f.is_file():
+                seen.add(f)
+                out.append(f)
+            try:
+                visit(_load_run(s.run, list(doc.graph)))
+            except CwlError:
+                continue  # not CWL: cwltool will say so when the step runs
 
-    visit(doc)
+    visit(doc.obj)
     return out
 
 

@@ -60,8 +60,8 @@ def _steps_in_groups() -> None:
     inside the subworkflow of step ``a`` (a task group of the DAG), at any depth, inline
     ``run`` or not. The subworkflow is cwltool's own embedded process, whose requirements and
     hints already hold the ones it inherits from the steps and workflows around it; the
-    extracted step gets those, as it would inside the whole workflow. A name without ``/`` is
-    left to cwltool."""
+    extracted step gets those, as it would inside the whole workflow. A step name without ``/``
+    is left to cwltool."""
     import cwltool.main
 
     def step_named(workflow: Any, name: str) -> Any:
@@ -75,7 +75,7 @@ def _steps_in_groups() -> None:
             tool = step_named(tool, name).embedded_tool
         return tool
 
-    original_step, original_process = cwltool.main.choose_step, cwltool.main.choose_process
+    original_step = cwltool.main.choose_step
 
     def choose_step(args, tool, loading_context):  # type: ignore[no-untyped-def]
         if "/" not in args.single_step:
@@ -90,8 +90,8 @@ def _steps_in_groups() -> None:
         return cwltool.main.make_tool(extracted["id"], loading_context)
 
     def choose_process(args, tool, loading_context):  # type: ignore[no-untyped-def]
-        if "/" not in args.single_process:
-            return original_process(args, tool, loading_context)
+        # cwltool's own rebuilds the process and only then copies the inherited requirements
+        # down: a subworkflow with one inside fails without SubworkflowFeatureRequirement
         return group(tool, args.single_process.split("/"))
 
     cwltool.main.choose_step = choose_step

@@ -9,12 +9,15 @@ import pytest
 
 from tests.conftest import REPO, run_without_airflow
 from twinprov.provenance.cwl_doc import (
+    dag_steps,
     describe_values,
     directory_digest,
+    document_files,
     job_beside,
     load_cwl,
     load_job,
     step_job,
+    subworkflow_job,
     workflow_outputs,
 )
 from twinprov.provenance.errors import CwlError, CwlUnsupportedError
@@ -134,3 +137,40 @@ def test_where_the_docker_requirement_is(
     )
     (step,) = load_cwl(doc).steps
     assert step.docker == group
+
+
+def test_an_inline_subworkflow_is_read_with_the_files_it_runs(tmp_path: Path) -> None:
+    """The crate ships the tool files a document runs: those of an inline subworkflow too."""
+    (tmp_path / "echo.cwl").write_text(
+        "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: echo\n"
+        "inputs: {word: {type: string, inputBinding: {position: 1}}}\n"
+        "outputs: {out: stdout}\n"
+    )
+    (tmp_path / "wf.cwl").write_text(
+        """\
+cwlVersion: v1.2
+class: Workflow
+requirements: {SubworkflowFeatureRequirement: {}}
+inputs: {word: string}
+outputs: {out: {type: File, outputSource: group/out}}
+steps:
+  group:
+    in: {word: word, extra: {default: {class: File, location: data.txt}}}
+    out: [out]
+    run:
+      class: Workflow
+      inputs: {word: string, extra: File}
+      outputs: {out: {type: File, outputSource: say/out}}
+      steps:
+        say: {run: echo.cwl, in: {word: word}, out: [out]}
+"""
+    )
+    doc = load_cwl(tmp_path / "wf.cwl")
+    assert document_files(doc) == [(tmp_path / "echo.cwl").resolve()]
+    steps = dag_steps(doc)
+    assert [(d.task_id, d.scope) for d in steps] == [("group", ()), ("group.say", ("group",))]
+    assert steps[0].group is not None and steps[0].group.step("say").kind == "CommandLineTool"
+    # the group's input object: the port values, a port's default made absolute
+    job = subworkflow_job(doc, "group", {"word": "hi"}, {})
+    assert job["word"] == "hi"
+    assert job["extra"]["location"] == (tmp_path / "data.txt").as_uri()
