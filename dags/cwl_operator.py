@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from twinprov.dags.operators import WrappedStepOperator, stepwrap_command
 from twinprov.provenance import cwl_exec, stepwrap
@@ -143,7 +143,8 @@ def end_cwl_task(
     manifest: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The end of a CWL task: its status file (read by ``cwl-runner``), then the failure as
-    one error, or the outputs' sha256 by name (the task's return value)."""
+    one error, a skip (the step's ``when`` was false), or the outputs' sha256 by name (the
+    task's return value)."""
     status = {"exit_code": code, "message": failure_message(tail) if rc else ""}
     (outdir / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
     if manifest is None:
@@ -153,6 +154,9 @@ def end_cwl_task(
         raise AirflowException(
             f"CWL step {step_id} failed: cwltool exit code {code}; its last messages:\n{last}"
         )
+    if (outdir / (OUTPUT_FILE + cwl_exec.SKIPPED_SUFFIX)).is_file():
+        # the outputs (null) are written: the steps after it run with them, as CWL says
+        raise AirflowSkipException(f"CWL step {step_id}: its `when` is false, outputs are null")
     return {"outputs": {o["name"]: o.get("sha256") for o in manifest["outputs"]}}
 
 

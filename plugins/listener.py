@@ -234,6 +234,12 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
 
 
 @hookimpl
+def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
+    # a task that ran and then skipped itself (a CWL step whose `when` is false)
+    _capture(task_instance, "skipped")
+
+
+@hookimpl
 def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any = None) -> None:
     _capture(task_instance, "failed", error)
 

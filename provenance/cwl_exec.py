@@ -98,6 +98,30 @@ def _steps_in_groups() -> None:
     cwltool.main.choose_process = choose_process
 
 
+SKIPPED_SUFFIX = ".skipped"
+"""Beside the output file (``--output FILE``): ``FILE.skipped`` when the step's ``when`` was
+false (for a scattered step: false for every element), so the task is shown as skipped."""
+
+
+def _note_skips(output: str) -> None:
+    """Write ``output`` + :data:`SKIPPED_SUFFIX` when cwltool reports the step skipped and all
+    its outputs are null (a scatter some of whose elements ran is not skipped)."""
+    from cwltool.workflow_job import WorkflowJob
+
+    original = WorkflowJob.receive_output
+
+    def nothing(value: Any) -> bool:
+        return value is None or (isinstance(value, list) and all(map(nothing, value)))
+
+    def receive_output(self, step, outputparms, final_output_callback, jobout, processStatus):  # type: ignore[no-untyped-def]
+        if processStatus == "skipped" and all(map(nothing, (jobout or {}).values())):
+            with open(output + SKIPPED_SUFFIX, "w", encoding="utf-8") as f:
+                f.write(f"{step.name}: when is false\n")
+        return original(self, step, outputparms, final_output_callback, jobout, processStatus)
+
+    WorkflowJob.receive_output = receive_output
+
+
 def _where(node) -> str:  # type: ignore[no-untyped-def]
     """``/abs/file.cwl:line:col:`` of a YAML node as written (schema-salad keeps the line)."""
     from urllib.parse import unquote, urlparse
@@ -232,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: cwl_exec.py --output FILE -- [CWLTOOL OPTIONS] DOCUMENT JOB", file=sys.stderr)
         return 2
     output, cwltool_args = args[1], args[3:]
+    if os.path.exists(output + SKIPPED_SUFFIX):  # an earlier try's
+        os.remove(output + SKIPPED_SUFFIX)
     import cwltool.main
     from cwltool.main import main as cwltool_main
 
@@ -259,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         _docker_policy(on_host=os.environ.get(DOCKER_ON_HOST_ENV) == "1")
     _single_step_inputs_optional()
     _steps_in_groups()
+    _note_skips(output)
 
     buf = io.StringIO()
     code = int(cwltool_main(argsl=cwltool_args, stdout=buf) or 0)

@@ -188,7 +188,7 @@ def test_a_subworkflow_runs_as_a_task_group_with_provenance(tmp_path: Path) -> N
     """The subworkflow step `stats` of nested.cwl runs as the task group stats.sort and
     stats.count, with the requirements it inherits: each inner step an activity with its own
     tool, the crate a CreateAction per inner step (0 REQUIRED), and a rerun reproduces it step
-    by step."""
+    by step. The step whose `when` is false is a skipped task, its output null."""
     nested = REPO / "tests" / "data" / "cwl" / "nested.cwl"
     home, out = tmp_path / "home", tmp_path / "out"
     proc = _run(
@@ -203,6 +203,7 @@ def test_a_subworkflow_runs_as_a_task_group_with_provenance(tmp_path: Path) -> N
     show = json.loads(_run([TWINPROV, "show", "latest", "--json"], home, tmp_path).stdout)
     states = {s["task_id"]: s["state"] for s in show["steps"]}
     assert states["stats.sort"] == states["stats.count"] == "success"
+    assert states["shout"] == "skipped" and result["shouted"] is None  # its `when` is false
     assert "stats" not in states  # nothing ran the subworkflow whole
     turtle = _run([TWINPROV, "export", "latest", "--format", "turtle"], home, tmp_path).stdout
     assert f"{nested.as_uri()}#sort" in turtle  # the inner step's own tool

@@ -1,6 +1,7 @@
 # A workflow whose step `stats` runs a subworkflow ($graph entry #stats): its DAG shows it as
 # the task group stats (stats.sort, stats.count). `sort` reads $TWIN, which only the main
 # workflow's EnvVarRequirement sets: the group's steps inherit it, as inside the whole workflow.
+# `shout` runs only when factor > 10 (`when`): with the default 3 its task is skipped.
 cwlVersion: v1.2
 $graph:
 - id: main
@@ -8,6 +9,7 @@ $graph:
   requirements:
     SubworkflowFeatureRequirement: {}
     EnvVarRequirement: {envDef: {TWIN: drought}}
+    InlineJavascriptRequirement: {}
   inputs:
     text: {type: string, default: "b\na\nc"}
     factor: {type: int, default: 3}
@@ -15,6 +17,7 @@ $graph:
     sorted: {type: File, outputSource: stats/sorted}
     lines: {type: int, outputSource: stats/lines}
     report: {type: File, outputSource: report/out}
+    shouted: {type: File?, outputSource: shout/out}
   steps:
     write:
       run: "#write"
@@ -27,6 +30,11 @@ $graph:
     report:
       run: "#report"
       in: {infile: stats/sorted}
+      out: [out]
+    shout:
+      run: "#report"
+      when: $(inputs.factor > 10)
+      in: {infile: stats/sorted, factor: factor}
       out: [out]
 - id: stats
   class: Workflow
