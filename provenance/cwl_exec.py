@@ -56,12 +56,12 @@ def _short_name(step_id: str) -> str:
 
 
 def _steps_in_groups() -> None:
-    """``--single-step a/b`` and ``--single-process a/b``: a step (or the process of a step)
-    inside the subworkflow of step ``a`` (a task group of the DAG), at any depth, inline
-    ``run`` or not. The subworkflow is cwltool's own embedded process, whose requirements and
-    hints already hold the ones it inherits from the steps and workflows around it; the
-    extracted step gets those, as it would inside the whole workflow. A step name without ``/``
-    is left to cwltool."""
+    """``--single-step a/b`` and ``--single-process a`` (or ``a/b``): a step inside the
+    subworkflow of step ``a`` (a task group of the DAG), or that subworkflow itself, at any
+    depth, inline ``run`` or not. The subworkflow is cwltool's own embedded process, whose
+    requirements and hints already hold the ones it inherits from the steps and workflows
+    around it; the extracted step gets those, as it would inside the whole workflow. A
+    top-level ``--single-step`` (no ``/``) is left to cwltool."""
     import cwltool.main
 
     def step_named(workflow: Any, name: str) -> Any:
