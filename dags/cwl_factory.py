@@ -4,8 +4,8 @@ A ``.cwl`` file in the workflows folder (with an optional ``<stem>.job.yml`` bes
 values become the Params' defaults, and an optional ``<stem>.twinprov.yml`` overlay that places
 its steps on pods) becomes the DAG ``cwl_<stem>``. A ``Workflow`` gives one
 :class:`CwlStepOperator` per step (a scattered step is a split task and one mapped task
-instance per element, Airflow's dynamic task mapping; a subworkflow is one task, run whole by
-cwltool); a ``CommandLineTool`` or ``ExpressionTool`` gives one task. Publication is the same
+instance per element, Airflow's dynamic task mapping; a subworkflow is a task group of its
+steps); a ``CommandLineTool`` or ``ExpressionTool`` gives one task. Publication is the same
 teardown task as for spec DAGs.
 """
 
@@ -146,14 +146,17 @@ def _add_steps(
 ) -> None:
     """The tasks of ``doc``'s steps (in the task group ``scope``), after ``inputs``, added to
     ``every``. A subworkflow step that can be shown step by step
-    (:func:`~twinprov.provenance.cwl_doc.subworkflow_of`) on the local backend is a task group:
-    its input object, its steps (recursively), its output object."""
+    (:func:`~twinprov.provenance.cwl_doc.subworkflow_of`) is a task group: its input object,
+    its steps (recursively, on the top-level step's target), its output object. A scattered
+    step is a split task and the step's task mapped over its elements, on any target."""
     tasks: dict[str, Any] = {}  # a step's last task (an operator, its mapped task, a group)
     entry: dict[str, Any] = {}  # a step's first task (or group)
     for s in doc.steps:
         # placement is the top-level step's (the overlay names the document's own steps)
-        target = overlay.target_of((*scope, s.id)[0], backend)
-        sub = subworkflow_of(doc, s.id) if target == "local" else None
+        top = (*scope, s.id)[0]
+        target = overlay.target_of(top, backend)
+        sub = subworkflow_of(doc, s.id)
+        common: dict[str, Any] = {"task_id": s.id, "trigger_rule": _RULE}
         if sub is not None:
             with TaskGroup(group_id=s.id, tooltip=f"CWL subworkflow {s.run}") as group:
                 inner = _inputs_task(cwl_path, (*scope, s.id))
@@ -170,8 +173,26 @@ def _add_steps(
                 [inner, *every[before:]] >> outputs
                 every.append(outputs)
             tasks[s.id] = entry[s.id] = group
-        elif target == "local" and s.scatter:
-            # one split task, then one mapped task instance per element
+            continue
+        if target == "local":
+            run = {"cwl_path": cwl_path, "step_id": s.id, "scope": scope, "doc_md": s.doc or None}
+            operator: Any = CwlStepOperator
+        else:
+            from twinprov.dags.cwl_pod import CwlPodStepOperator, cwl_pod_arguments
+
+            run = cwl_pod_arguments(
+                doc,
+                s,
+                overlay,
+                cwl_path=cwl_path,
+                target=target,  # type: ignore[arg-type]
+                placed_as=top,
+                scope=scope,
+                doc_md=s.doc or None,
+            )
+            operator = CwlPodStepOperator
+        if s.scatter:
+            # one split task, then one mapped task instance per element (a pod each)
             split = CwlScatterOperator(
                 task_id=f"{s.id}{SCATTER_SUFFIX}",
                 cwl_path=cwl_path,
@@ -181,38 +202,10 @@ def _add_steps(
                 doc_md=f"Splits the scattered step `{s.id}` into its elements.",
             )
             entry[s.id] = split
-            tasks[s.id] = CwlStepOperator.partial(
-                task_id=s.id,
-                cwl_path=cwl_path,
-                step_id=s.id,
-                scope=scope,
-                doc_md=s.doc or None,
-                trigger_rule=_RULE,
-            ).expand(scatter_index=split.output)
+            tasks[s.id] = operator.partial(**run, **common).expand(scatter_index=split.output)
             every += [split, tasks[s.id]]
-        elif target == "local":
-            tasks[s.id] = entry[s.id] = CwlStepOperator(
-                task_id=s.id,
-                cwl_path=cwl_path,
-                step_id=s.id,
-                scope=scope,
-                doc_md=s.doc or None,
-                trigger_rule=_RULE,
-            )
-            every.append(tasks[s.id])
         else:
-            from twinprov.dags.cwl_pod import cwl_pod_operator
-
-            tasks[s.id] = entry[s.id] = cwl_pod_operator(
-                doc,
-                s,
-                overlay,
-                cwl_path=cwl_path,
-                target=target,  # type: ignore[arg-type]
-                task_id=s.id,
-                doc_md=s.doc or None,
-                trigger_rule=_RULE,
-            )
+            tasks[s.id] = entry[s.id] = operator(**run, **common)
             every.append(tasks[s.id])
     for s in doc.steps:
         if inputs is not None:

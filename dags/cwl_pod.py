@@ -22,7 +22,13 @@ filesystem (``interlink_workspace_host_path``) that the worker mounts at ``runs_
 
 from __future__ import annotations
 
-__all__ = ["CwlPodStepOperator", "cwl_pod_operator", "cwl_pod_spec", "dry_run_plan"]
+__all__ = [
+    "CwlPodStepOperator",
+    "cwl_pod_arguments",
+    "cwl_pod_operator",
+    "cwl_pod_spec",
+    "dry_run_plan",
+]
 
 import collections
 import datetime as dt
@@ -41,10 +47,12 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 
 from twinprov.dags.cwl_operator import (
-    Scope,
+    cwl_step_dir,
     end_cwl_task,
     prepare_cwl_job,
+    run_params,
     same_document,
+    scoped,
 )
 from twinprov.dags.pod_operator import KubeStepOperator, TwinprovPodCallbacks
 from twinprov.dags.pod_spec import WORKSPACE_VOLUME, KubeSettings, KubeTarget, pod_arguments
@@ -69,17 +77,24 @@ _POLL_S = 0.2
 
 
 def cwl_pod_spec(
-    doc: CwlDocument, step: CwlStep, overlay: CwlOverlay, target: KubeTarget
+    doc: CwlDocument,
+    step: CwlStep,
+    overlay: CwlOverlay,
+    target: KubeTarget,
+    placed_as: str | None = None,
 ) -> tuple[WorkflowSpec, Step]:
     """The CWL step as the one-step spec the pod builder reads: image from the
     ``DockerRequirement`` (else the overlay's), resources from the overlay or the static
-    ``ResourceRequirement``, placement from the overlay."""
-    placed = overlay.steps.get(step.id) or StepPlacement()
+    ``ResourceRequirement``, placement from the overlay. A step of a subworkflow shown as a task
+    group is placed as its top-level step, ``placed_as`` (the overlay names the document's own
+    steps)."""
+    key = placed_as or step.id
+    placed = overlay.steps.get(key) or StepPlacement()
     image = step.image or placed.image or overlay.defaults.image
     if not image:
         raise TwinprovError(
             f"{doc.path}: CWL step '{step.id}' has no DockerRequirement, so no image to run on "
-            f"{target}: add one, or name an image in its overlay (steps.{step.id}.image)"
+            f"{target}: add one, or name an image in its overlay (steps.{key}.image)"
         )
     resources = placed.resources
     if resources is None and (step.cores or step.ram_mib):
@@ -117,13 +132,27 @@ class CwlPodStepOperator(KubeStepOperator):
     ui_color = "#d9c9f0"
 
     def __init__(
-        self, *, cwl_path: str, cwl_step: CwlStep, fixed_resources: bool = False, **kwargs: Any
+        self,
+        *,
+        cwl_path: str,
+        cwl_step: CwlStep,
+        fixed_resources: bool = False,
+        scatter_index: int | None = None,
+        scope: tuple[str, ...] = (),
+        workspace_kind: str = "emptyDir",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.cwl_path = cwl_path
+        """The run's document (a step of a task group belongs to a subworkflow of it)."""
         self.cwl_step = cwl_step
         self.fixed_resources = fixed_resources
         """The overlay sets the step's resources: cwltool's evaluated ones are not used."""
+        self.scatter_index = scatter_index
+        """The element of a scattered step this (mapped) task runs; None: the whole step."""
+        self.scope = tuple(scope)
+        """The task group steps this step is in, outermost first."""
+        self.workspace_kind = workspace_kind
         self._static_resources = self.container_resources
         self._plan: dict[str, Any] | None = None
         self._workspace = ""
@@ -232,7 +261,10 @@ class CwlPodStepOperator(KubeStepOperator):
         same_document(
             doc.path, spec_snapshot_path(settings.runs_dir, ti.dag_id, ti.run_id, str(doc.path))
         )
-        outdir, job_file, args, kind, job = prepare_cwl_job(Scope(doc, ws), self.step_id, context)
+        at = scoped(doc, self.scope, ws, run_params(context))
+        outdir, job_file, args, kind, job = prepare_cwl_job(
+            at, self.step_id, context, self.scatter_index
+        )
         plans = outdir / ".twinprov-pods"
         shutil.rmtree(plans, ignore_errors=True)
         plans.mkdir(parents=True)
@@ -328,19 +360,22 @@ class CwlPodStepOperator(KubeStepOperator):
         return base
 
 
-def dry_run_plan(step: CwlStep, workspace: Path) -> dict[str, Any]:
+def dry_run_plan(step: CwlStep, workspace: Path, scope: tuple[str, ...] = ()) -> dict[str, Any]:
     """A stand-in plan for ``twinprov pods``: the image and static resources are known, the
     command line is not (cwltool binds it from the upstream outputs when the step runs)."""
+    folder = workspace
+    for step_id in (*scope, step.id):
+        folder = cwl_step_dir(folder, step_id)
     return {
         "image": step.image,
         "argv": [f"<the command line cwltool binds for {step.run} when the step runs>"],
-        "cwd": str(workspace / "cwl" / step.id / "jobs"),
+        "cwd": str(folder / "jobs"),
         "env": {},
         "resources": {"cores": step.cores, "ram_mib": step.ram_mib},
     }
 
 
-def cwl_pod_operator(
+def cwl_pod_arguments(
     doc: CwlDocument,
     step: CwlStep,
     overlay: CwlOverlay,
@@ -349,14 +384,20 @@ def cwl_pod_operator(
     target: KubeTarget,
     settings: KubeSettings | None = None,
     runs_dir: Path | None = None,
+    placed_as: str | None = None,
+    scope: tuple[str, ...] = (),
     **task_kwargs: Any,
-) -> CwlPodStepOperator:
-    """The operator that runs the CWL step ``step`` as pods on ``target``."""
+) -> dict[str, Any]:
+    """The :class:`CwlPodStepOperator` arguments that run the CWL step ``step`` (of ``doc``, the
+    run's document, or the subworkflow of the task group ``scope``) as pods on ``target``,
+    placed as ``placed_as``."""
     settings = settings or KubeSettings.load()
-    spec, spec_step = cwl_pod_spec(doc, step, overlay, target)
+    spec, spec_step = cwl_pod_spec(doc, step, overlay, target, placed_as)
     kwargs, ws_kind = pod_arguments(
         spec, spec_step, spec_path=str(doc.path), target=target, settings=settings
     )
+    if scope:  # pods named after the task, group included (the provider adds a suffix)
+        kwargs["name"] = f"{spec.name}-{'-'.join((*scope, step.id))}"[:60].lower().replace("_", "-")
     # cwltool's command lines name the workspace as the worker sees it
     mount_at = str(runs_dir or Settings.load().runs_dir)
     kwargs["volume_mounts"] = [
@@ -369,16 +410,24 @@ def cwl_pod_operator(
     kwargs["reattach_on_restart"] = False
     kwargs.update(task_kwargs)
     kwargs["do_xcom_push"] = False
-    op = CwlPodStepOperator(
-        cwl_path=cwl_path,
-        cwl_step=step,
-        fixed_resources=(overlay.steps.get(step.id) or StepPlacement()).resources is not None,
-        spec=spec,
-        step=spec_step,
-        spec_path=str(doc.path),
-        target=target,
-        settings=settings,
+    placed = overlay.steps.get(placed_as or step.id) or StepPlacement()
+    return {
         **kwargs,
-    )
-    op.workspace_kind = ws_kind
-    return op
+        "cwl_path": cwl_path,
+        "cwl_step": step,
+        "fixed_resources": placed.resources is not None,
+        "spec": spec,
+        "step": spec_step,
+        "spec_path": str(doc.path),
+        "target": target,
+        "settings": settings,
+        "workspace_kind": ws_kind,
+        "scope": scope,
+    }
+
+
+def cwl_pod_operator(
+    doc: CwlDocument, step: CwlStep, overlay: CwlOverlay, **kwargs: Any
+) -> CwlPodStepOperator:
+    """The operator that runs the CWL step ``step`` as pods (see :func:`cwl_pod_arguments`)."""
+    return CwlPodStepOperator(**cwl_pod_arguments(doc, step, overlay, **kwargs))

@@ -90,7 +90,7 @@ def render_cwl_pod_manifests(
     the upstream outputs), so the dry run shows the process the pod runs instead."""
     from twinprov.dags.cwl_pod import cwl_pod_operator, dry_run_plan
     from twinprov.provenance.config import Settings
-    from twinprov.provenance.cwl_doc import load_cwl
+    from twinprov.provenance.cwl_doc import dag_steps, load_cwl
     from twinprov.provenance.cwl_overlay import load_overlay
     from twinprov.provenance.workspace import workspace_dir
 
@@ -101,22 +101,27 @@ def render_cwl_pod_manifests(
     settings = settings or KubeSettings.load()
     ws = workspace_dir(Settings.load().runs_dir, doc.dag_id, run_id)
     ops: list[Any] = []
-    for step in doc.steps:
-        target = overlay.target_of(step.id, backend)
+    for placed in dag_steps(doc):
+        if placed.group is not None:  # a task group: its steps follow
+            continue
+        top = (*placed.scope, placed.step.id)[0]
+        target = overlay.target_of(top, backend)
         if target == "local":
             continue
         op = cwl_pod_operator(
-            doc,
-            step,
+            placed.doc,
+            placed.step,
             overlay,
             cwl_path=str(cwl_path),
-            target=target,
-            settings=settings,  # type: ignore[arg-type]
-            task_id=step.id,
+            target=target,  # type: ignore[arg-type]
+            settings=settings,
+            placed_as=top,
+            scope=placed.scope,
+            task_id=placed.task_id,
         )
         if op.namespace is None:
             op.namespace = namespace or "default"
-        op.use_plan(dry_run_plan(step, ws), str(ws))
+        op.use_plan(dry_run_plan(placed.step, ws, placed.scope), str(ws))
         op.configure_run({}, doc.dag_id, run_id)
         ops.append(op)
     return _as_documents(ops)

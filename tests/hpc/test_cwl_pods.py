@@ -11,6 +11,7 @@ listener and the publication are the real code.
 from __future__ import annotations
 
 import json
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -280,11 +281,140 @@ def test_a_scattered_step_on_a_pod_target_runs_one_pod_per_element(
     code, result = run_cwl(str(cwl), str(job), str(tmp_path / "out"))
     assert code == 0 and result is not None
     assert [Path(f["path"]).read_text() for f in result["sizes"]] == [f"{len(t)}\n" for t in texts]
-    # one task (cwltool scatters), one pod per element, each with the tool's time limit
+    # Airflow's dynamic task mapping: a split task, then one mapped task instance per
+    # element, each its own pod with the tool's time limit
     assert len(on_cluster.created) == 3
     assert {p.spec.active_deadline_seconds for p in on_cluster.created} == {600}
+    assert {p.metadata.labels["map_index"] for p in on_cluster.created} == {"0", "1", "2"}
     run_id, state, _ = _latest("cwl_sizes")
     assert state == "success"
-    facts = _final("cwl_sizes", run_id)["size"]
-    assert len(facts["pods"]) == 3 and len(facts["manifest"]["commands"]) == 3
-    assert len(facts["manifest"]["outputs"]) == 3  # every element's file, by sha256
+    final = _final_mapped("cwl_sizes", run_id)
+    assert {k for k in final if k[0] == "size"} == {("size", 0), ("size", 1), ("size", 2)}
+    for k in range(3):
+        facts = final[("size", k)]
+        assert facts["target"] == "kubernetes" and facts["image_digest"] == PYTHON_DIGEST
+        assert len(facts["pods"]) == 1 and facts["manifest"]["exit_code"] == 0
+        (out,) = facts["manifest"]["outputs"]  # the element's file, by sha256
+        assert out["sha256"] == sha256(f"{len(texts[k])}\n".encode()).hexdigest()
+
+
+def _final_mapped(dag_id: str, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """The last facts of each task instance, by (task id, map index)."""
+    final: dict[tuple[str, int], dict[str, Any]] = {}
+    for ev in Ledger(Settings.load().ledger_url).events(dag_id, run_id):
+        final.setdefault((ev.task_id, ev.map_index), {}).update(
+            {k: v for k, v in ev.payload.items() if v is not None}
+        )
+    return final
+
+
+GROUPED = """\
+cwlVersion: v1.2
+class: Workflow
+requirements: {SubworkflowFeatureRequirement: {}}
+inputs:
+  poem: File
+outputs:
+  loud_size: {type: File, outputSource: loud/size}
+steps:
+  loud:
+    in: {text: poem}
+    out: [size]
+    run:
+      class: Workflow
+      inputs:
+        text: File
+      outputs:
+        size: {type: File, outputSource: measure/counted}
+      steps:
+        shout:
+          in: {text: text}
+          out: [loud]
+          run:
+            class: CommandLineTool
+            requirements:
+              DockerRequirement: {dockerPull: "python:3.11-slim"}
+            baseCommand: [python3, -c, "import sys; print(sys.stdin.read().upper(), end='')"]
+            inputs:
+              text: File
+            stdin: $(inputs.text.path)
+            stdout: loud.txt
+            outputs:
+              loud: stdout
+        measure:
+          in: {text: shout/loud}
+          out: [counted]
+          run:
+            class: CommandLineTool
+            baseCommand: [python3, -c, "import sys; print(len(open(sys.argv[1]).read()))"]
+            inputs:
+              text: {type: File, inputBinding: {position: 1}}
+            stdout: size.txt
+            outputs:
+              counted: stdout
+"""
+
+
+def test_a_subworkflow_on_a_pod_target_is_a_task_group_of_pods(
+    airflow_db: None, tmp_path: Path, on_cluster: FakeCluster
+) -> None:
+    """The group's steps are placed as its top-level step (the overlay names ``loud``); the one
+    without a DockerRequirement runs the overlay's image."""
+    from twinprov.dags.cwl_runner import run_cwl
+
+    cwl = tmp_path / "grouped.cwl"
+    cwl.write_text(GROUPED)
+    overlay = {
+        "defaults": {"target": "local"},
+        "steps": {
+            "loud": {
+                "target": "kubernetes",
+                "image": "python:3.11-slim",
+                "kubernetes": {"namespace": "dt"},
+            }
+        },
+    }
+    cwl.with_name("grouped.twinprov.yml").write_text(yaml.safe_dump(overlay))
+    poem = Settings.load().runs_dir / "inputs" / "poem.txt"
+    poem.parent.mkdir(parents=True)
+    poem.write_text(POEM)
+    job = tmp_path / "grouped.job.json"
+    job.write_text(json.dumps({"poem": {"class": "File", "path": str(poem)}}))
+    code, result = run_cwl(str(cwl), str(job), str(tmp_path / "out"))
+    assert code == 0 and result is not None
+    assert Path(result["loud_size"]["path"]).read_text() == f"{len(POEM)}\n"
+    pods = {p.metadata.labels["task_id"]: p for p in on_cluster.created}
+    assert set(pods) == {"loud.shout", "loud.measure"}
+    assert {p.metadata.namespace for p in pods.values()} == {"dt"}
+    assert {p.spec.containers[0].image for p in pods.values()} == {"python:3.11-slim"}
+    run_id, state, _ = _latest("cwl_grouped")
+    assert state == "success"
+    final = _final("cwl_grouped", run_id)
+    # the group's input object is prepared on the worker; its steps ran as pods
+    assert {"loud.cwl_inputs", "loud.shout", "loud.measure"} <= set(final)
+    assert final["loud.cwl_inputs"]["target"] == "local"
+    for task in ("loud.shout", "loud.measure"):
+        assert final[task]["target"] == "kubernetes"
+        assert final[task]["cwl"]["container"] == "pod"
+        assert final[task]["image_digest"] == PYTHON_DIGEST
+    (counted,) = final["loud.measure"]["manifest"]["outputs"]
+    assert counted["sha256"] == sha256(f"{len(POEM)}\n".encode()).hexdigest()
+
+
+def test_twinprov_pods_shows_the_steps_of_a_task_group(tmp_path: Path) -> None:
+    """The dry run: each step of the group a pod, placed as the group's step."""
+    from twinprov.dags.pod_dry_run import render_cwl_pod_manifests
+
+    cwl = tmp_path / "grouped.cwl"
+    cwl.write_text(GROUPED)
+    overlay = {"steps": {"loud": {"image": "python:3.11-slim", "hpc": {"partition": "gpu"}}}}
+    cwl.with_name("grouped.twinprov.yml").write_text(yaml.safe_dump(overlay))
+    docs = render_cwl_pod_manifests(cwl, "interlink")
+    pods = [d for d in docs if d["kind"] == "Pod"]
+    names = sorted(p["metadata"]["name"].rsplit("-", 1)[0] for p in pods)
+    assert names == ["cwl-grouped-loud-measure", "cwl-grouped-loud-shout"]
+    for p in pods:
+        assert p["metadata"]["annotations"]["slurm-job.vk.io/flags"] == "--partition=gpu"
+        args = p["spec"]["containers"][0]["args"]
+        workspace = args[args.index("--workspace") + 1]
+        assert workspace.endswith(f"/cwl/loud/cwl/{p['metadata']['name'].split('-')[3]}/jobs")
