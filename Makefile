@@ -63,8 +63,8 @@ conformance: $(BIN)/.twinprov-installed
 	  -j $(CWL_JOBS) --timeout $(CWL_TIMEOUT) \
 	  --badgedir conformance/badges --junit-xml conformance/report.xml -- cwl-runner \
 	  > conformance/summary.txt 2>&1
-	$(BIN)/python conformance/report.py $(CWL_TESTS)/conformance_tests.yaml \
-	  conformance/RESULTS.md $(CWL_MERGE) conformance/report.xml
+	$(BIN)/python conformance/report.py --summary conformance/summary.txt \
+	  $(CWL_TESTS)/conformance_tests.yaml conformance/RESULTS.md $(CWL_MERGE) conformance/report.xml
 
 bench: $(BIN)/.twinprov-installed
 	$(BIN)/python bench/capture_overhead.py

@@ -2,7 +2,8 @@
 
 Usage (``make conformance`` runs it)::
 
-    python conformance/report.py CONFORMANCE_TESTS.yaml OUT.md REPORT.xml [REPORT.xml ...]
+    python conformance/report.py [--summary SUMMARY.txt] CONFORMANCE_TESTS.yaml OUT.md \
+        REPORT.xml [REPORT.xml ...]
 
 Reads the suite (for every test's tags) and one or more JUnit reports written by
 ``cwltest --junit-xml`` (a later report overrides an earlier one for the tests it ran, so a
@@ -10,6 +11,11 @@ partial re-run can be merged into a whole one). Writes OUT.md: per tag, passed /
 unsupported / not run out of the tests with that tag, the overall percentage (and without the
 ``docker`` tests: there is no container engine here), and every failing test with the reason
 the runner gave (its last ``twinprov:`` or ``ERROR`` line on stderr).
+
+cwltest's JUnit report has no ``<failure>`` for a ``should_fail`` test that the runner passed
+(cwltest 2.7: the case only has its output); its console log does ("Test N failed: …",
+"Returned zero but it should be non-zero"). ``--summary`` reads that log, so such a test counts
+as failed, with that reason.
 """
 
 from __future__ import annotations
@@ -78,11 +84,40 @@ def results(reports: list[Path]) -> dict[str, tuple[str, str]]:
     return out
 
 
+_FAILED = re.compile(r"^Test (\d+) failed: ")
+
+
+def console_failures(summary: Path) -> dict[int, str]:
+    """Test number (1-based, in the suite's order) -> the last line cwltest wrote about its
+    failure, from cwltest's console log."""
+    out: dict[int, str] = {}
+    current: int | None = None
+    for line in _ANSI.sub("", summary.read_text(encoding="utf-8", errors="replace")).splitlines():
+        m = _FAILED.match(line)
+        if m:
+            current = int(m.group(1))
+            out[current] = "failed (cwltest's console log)"
+        elif line.startswith("Test ["):
+            current = None
+        elif current is not None and line.strip():
+            out[current] = line.strip()[:300]
+    return out
+
+
 def main(argv: list[str]) -> int:
+    summary: Path | None = None
+    if argv[:1] == ["--summary"]:
+        summary, argv = Path(argv[1]), argv[2:]
     suite, target, reports = Path(argv[0]), Path(argv[1]), [Path(p) for p in argv[2:]]
     tests, _ = load_and_validate_tests(str(suite))
     tags_of = {t["id"].split("#")[-1]: list(t.get("tags") or ["required"]) for t in tests}
     got = results([r for r in reports if r.is_file()])
+    if summary is not None and summary.is_file():
+        names = list(tags_of)
+        for number, reason in console_failures(summary).items():
+            name = names[number - 1] if 0 < number <= len(names) else ""
+            if got.get(name, ("",))[0] == "passed":  # a should_fail test the JUnit calls passed
+                got[name] = ("failed", reason)
     total: Counter[str] = Counter()
     counts: dict[str, Counter[str]] = {}
     for name, tags in tags_of.items():
