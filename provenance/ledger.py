@@ -135,8 +135,8 @@ def _engine(url: str) -> Engine:
             @event.listens_for(eng, "connect")
             def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA busy_timeout=30000")
+                _sqlite_wal(cur)
                 # WAL + NORMAL: a commit survives a killed process (not a power cut)
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
@@ -153,6 +153,31 @@ def _engine(url: str) -> Engine:
             )
         _engines[url] = (pid, eng)
         return eng
+
+
+def _sqlite_wal(cur: Any, patience: float = 30.0) -> None:
+    """Put a SQLite ledger in WAL mode (once per file: the mode is stored in it).
+
+    Reading or switching the journal mode as a connection opens can meet SQLITE_BUSY *without*
+    SQLite calling its busy handler: another process may be recovering or checkpointing the WAL
+    at that instant (seen once in 25 runs of two parallel writers). So wait here, as
+    ``busy_timeout`` does for every other statement, instead of failing the event."""
+    import sqlite3
+
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
+        try:
+            (mode,) = cur.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            text = str(e).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def warm_up(url: str, timeout: float = 2.0) -> None:
